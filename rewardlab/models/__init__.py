@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -32,15 +33,18 @@ def init_params(config: TransformerConfig, rng, *, mesh=None):
   return params
 
 
+def _abstract_boxed(config: TransformerConfig):
+  return jax.eval_shape(functools.partial(_boxed_init, config), jax.random.key(0))
+
+
 def param_logical_axes(config: TransformerConfig):
   """Tree of logical axis-name tuples, matching the parameter tree."""
-  abstract = jax.eval_shape(_boxed_init, config, jax.random.key(0))
-  return sharding.logical_axes_of(abstract)
+  return sharding.logical_axes_of(_abstract_boxed(config))
 
 
 def param_shardings(config: TransformerConfig, mesh):
-  abstract = jax.eval_shape(_boxed_init, config, jax.random.key(0))
-  import flax.linen as nn
+  """Tree of NamedShardings of the parameters on `mesh` (by the logical rules)."""
+  abstract = _abstract_boxed(config)
   return sharding.tree_shardings(sharding.logical_axes_of(abstract), nn.meta.unbox(abstract),
                                  mesh)
 

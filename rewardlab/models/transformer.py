@@ -130,7 +130,6 @@ class Attention(nn.Module):
     batch, length = q.shape[:2]
     group = num_heads // num_kv
     q = q.reshape(batch, length, num_kv, group, head).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, E]
-    q = constrain(q, ("activation_batch", "activation_kv_heads", None, None, None))
     scores = jnp.einsum("bkgte,bkse->bkgts", q.astype(dt), k.astype(dt),
                         preferred_element_type=jnp.float32) / math.sqrt(head)
     scores = jnp.where(key_mask[:, None, None, :, :], scores, _MASK_VALUE)
