@@ -1,0 +1,176 @@
+"""Supervised fine-tuning of a causal LM on the synthetic arithmetic task.
+
+`run(config, workdir)` trains from scratch (or resumes from `workdir/checkpoints`),
+evaluates held-out greedy accuracy per number of operations, and exports the policy as
+a Hugging Face directory (`workdir/policy`, with the character tokenizer beside it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import rewardlab
+from rewardlab import models, sharding
+from rewardlab.data import pipeline
+from rewardlab.data.tokenizers import CharTokenizer, load_tokenizer
+from rewardlab.models.config import TransformerConfig
+from rewardlab.sampling import generate
+from rewardlab.tasks import arithmetic
+from rewardlab.train import checkpoint as checkpoint_lib
+from rewardlab.train import metrics as metrics_lib
+from rewardlab.train import state as state_lib
+from rewardlab.train import step as step_lib
+
+log = logging.getLogger(__name__)
+
+
+def model_config(cfg: ml_collections.ConfigDict, tokenizer) -> TransformerConfig:
+  m = cfg.model
+  vocab = int(-(-tokenizer.vocab_size // 8) * 8)  # a multiple of 8 shards evenly
+  return TransformerConfig(
+      vocab_size=vocab, hidden_size=m.hidden_size, num_layers=m.num_layers,
+      num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+      intermediate_size=m.intermediate_size, max_position_embeddings=m.max_length,
+      rope_theta=m.rope_theta, dtype=m.dtype, param_dtype="float32", remat=m.remat,
+      bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
+      pad_token_id=tokenizer.pad_id)
+
+
+def encode_example(tokenizer, problem: arithmetic.Problem, max_length: int) -> dict:
+  """[BOS] prompt solution [EOS], right padded; the loss covers solution and EOS."""
+  prompt = [tokenizer.bos_id] + tokenizer.encode(problem.prompt)
+  target = tokenizer.encode(problem.solution) + [tokenizer.eos_id]
+  ids = prompt + target
+  if len(ids) > max_length:
+    raise ValueError(f"problem {problem.key!r}: {len(ids)} tokens > max_length {max_length}")
+  tokens = np.full(max_length, tokenizer.pad_id, np.int32)
+  tokens[:len(ids)] = ids
+  loss_mask = np.zeros(max_length, np.int32)
+  loss_mask[len(prompt):len(ids)] = 1
+  attention_mask = (np.arange(max_length) < len(ids)).astype(np.int32)
+  return {"tokens": tokens, "loss_mask": loss_mask, "attention_mask": attention_mask}
+
+
+def prompt_ids(tokenizer, problem: arithmetic.Problem) -> list[int]:
+  return [tokenizer.bos_id] + tokenizer.encode(problem.prompt)
+
+
+def greedy_accuracy(config: TransformerConfig, params, tokenizer,
+                    problems: Sequence[arithmetic.Problem], *, batch_size: int = 100,
+                    max_new_tokens: int = 64, mesh=None) -> dict:
+  """Held-out greedy accuracy, overall and per number of operations."""
+  correct = []
+  for start in range(0, len(problems), batch_size):
+    chunk = problems[start:start + batch_size]
+    out = generate(config, params, [prompt_ids(tokenizer, p) for p in chunk],
+                   max_new_tokens=max_new_tokens, temperature=0.0,
+                   stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id, mesh=mesh)
+    for problem, ids in zip(chunk, out.completions()):
+      correct.append(arithmetic.is_correct(tokenizer.decode(ids), problem))
+  correct = np.asarray(correct)
+  ops = np.asarray([p.num_ops for p in problems])
+  result = {"accuracy": float(correct.mean()), "num_problems": int(len(problems))}
+  for k in sorted(set(ops.tolist())):
+    result[f"accuracy_k{k}"] = float(correct[ops == k].mean())
+  return result
+
+
+def test_problems(cfg: ml_collections.ConfigDict) -> list[arithmetic.Problem]:
+  """`eval.num_per_k` held-out problems for each number of operations."""
+  problems = []
+  for k in cfg.data.num_ops:
+    problems += arithmetic.generate_problems(
+        cfg.eval.num_per_k, seed=cfg.seed + 1000 + k, num_ops=(k,),
+        operand_max=cfg.data.operand_max, split="test")
+  return problems
+
+
+def save_policy(path: str, config: TransformerConfig, params, tokenizer) -> None:
+  rewardlab.save_pretrained(path, config, params)
+  tokenizer.save(path)
+
+
+def load_policy(path: str, **kwargs):
+  """`(config, params, tokenizer)` from a directory written by `save_policy`."""
+  config, params = rewardlab.load_pretrained(path, **kwargs)
+  return config, params, load_tokenizer(path)
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None) -> dict:
+  """Train (resuming if a checkpoint exists), evaluate, export. Returns the results dict.
+
+  `stop_after` ends this invocation after that many total steps (saving a checkpoint),
+  as an interruption would; running again resumes exactly.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  tokenizer = CharTokenizer.for_arithmetic()
+  mconfig = model_config(cfg, tokenizer)
+  mesh = sharding.make_mesh(tuple(cfg.mesh_shape)) if cfg.get("mesh_shape") else None
+
+  train = arithmetic.generate_problems(cfg.data.num_train, seed=cfg.seed,
+                                       num_ops=tuple(cfg.data.num_ops),
+                                       operand_max=cfg.data.operand_max, split="train")
+  examples = [encode_example(tokenizer, p, cfg.model.max_length) for p in train]
+  data = pipeline.make_iterator(examples, batch_size=cfg.train.batch_size // jax.process_count(),
+                                seed=cfg.seed)
+
+  schedule = state_lib.warmup_cosine_schedule(cfg.train.learning_rate, cfg.train.steps,
+                                              cfg.train.warmup_steps)
+  tx = state_lib.adamw(schedule, weight_decay=cfg.train.weight_decay,
+                       clip_norm=cfg.train.clip_norm)
+  params = models.init_params(mconfig, jax.random.key(cfg.seed), mesh=mesh)
+  state = state_lib.TrainState.create(params, tx)
+
+  def loss_fn(params, batch):
+    forward = lambda p, t, m: models.logits(mconfig, p, t, attention_mask=m)
+    return step_lib.causal_lm_loss(forward, params, batch)
+
+  train_step = step_lib.make_train_step(
+      loss_fn, tx, mesh=mesh,
+      state_shardings=step_lib.state_shardings_of(state) if mesh is not None else None)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                     save_every=cfg.train.checkpoint_every)
+  restored = ckpt.restore(state, data_iterator=data)
+  start = 0
+  if restored is not None:
+    state, meta = restored
+    start = int(state.step)
+    log.info("resumed from step %d (%s)", start, meta)
+  end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
+
+  logger = metrics_lib.MetricsLogger(os.path.join(workdir, "train_metrics.jsonl"),
+                                     total_steps=cfg.train.steps, initial_step=start,
+                                     desc="sft", disable=not cfg.progress)
+  t0 = time.perf_counter()
+  for step in range(start + 1, end + 1):
+    batch = sharding.shard_batch(next(data), mesh)
+    state, metrics = train_step(state, batch)
+    logger.update(1, tokens=cfg.train.batch_size * cfg.model.max_length)
+    if step % cfg.train.log_every == 0 or step == end:
+      logger.log(step, dict(metrics, lr=schedule(step)))
+    if ckpt.should_save(step) or step == end:
+      ckpt.save(step, state, data_iterator=data, metadata={"step": step})
+  logger.close()
+  ckpt.close()
+  train_seconds = time.perf_counter() - t0
+  if end < cfg.train.steps:
+    return {"stopped_at": end}
+
+  evaluation = greedy_accuracy(mconfig, state.params, tokenizer, test_problems(cfg),
+                               max_new_tokens=cfg.eval.max_new_tokens)
+  policy_dir = os.path.join(workdir, "policy")
+  save_policy(policy_dir, mconfig, state.params, tokenizer)
+  results = {"steps": int(state.step), "train_seconds_this_run": train_seconds,
+             "num_params": mconfig.num_params(), "policy_dir": policy_dir, **evaluation}
+  with open(os.path.join(workdir, "sft_results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  return results
