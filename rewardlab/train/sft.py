@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Sequence
 
 import jax
@@ -25,8 +24,7 @@ from rewardlab.data.tokenizers import CharTokenizer, load_tokenizer
 from rewardlab.models.config import TransformerConfig
 from rewardlab.sampling import generate
 from rewardlab.tasks import arithmetic
-from rewardlab.train import checkpoint as checkpoint_lib
-from rewardlab.train import metrics as metrics_lib
+from rewardlab.train import loop
 from rewardlab.train import state as state_lib
 from rewardlab.train import step as step_lib
 
@@ -137,33 +135,14 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None 
   train_step = step_lib.make_train_step(
       loss_fn, tx, mesh=mesh,
       state_shardings=step_lib.state_shardings_of(state) if mesh is not None else None)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                     save_every=cfg.train.checkpoint_every)
-  restored = ckpt.restore(state, data_iterator=data)
-  start = 0
-  if restored is not None:
-    state, meta = restored
-    start = int(state.step)
-    log.info("resumed from step %d (%s)", start, meta)
-  end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
-
-  logger = metrics_lib.MetricsLogger(os.path.join(workdir, "train_metrics.jsonl"),
-                                     total_steps=cfg.train.steps, initial_step=start,
-                                     desc="sft", disable=not cfg.progress)
-  t0 = time.perf_counter()
-  for step in range(start + 1, end + 1):
-    batch = sharding.shard_batch(next(data), mesh)
-    state, metrics = train_step(state, batch)
-    logger.update(1, tokens=cfg.train.batch_size * cfg.model.max_length)
-    if step % cfg.train.log_every == 0 or step == end:
-      logger.log(step, dict(metrics, lr=schedule(step)))
-    if ckpt.should_save(step) or step == end:
-      ckpt.save(step, state, data_iterator=data, metadata={"step": step})
-  logger.close()
-  ckpt.close()
-  train_seconds = time.perf_counter() - t0
-  if end < cfg.train.steps:
-    return {"stopped_at": end}
+  result = loop.fit(state, train_step, data, workdir=workdir, total_steps=cfg.train.steps,
+                    tokens_per_step=cfg.train.batch_size * cfg.model.max_length,
+                    log_every=cfg.train.log_every, checkpoint_every=cfg.train.checkpoint_every,
+                    mesh=mesh, stop_after=stop_after, desc="sft", progress=cfg.progress,
+                    extra_metrics=lambda step: {"lr": float(schedule(step))})
+  if not result.finished:
+    return {"stopped_at": int(result.state.step)}
+  state, train_seconds = result.state, result.seconds
 
   evaluation = greedy_accuracy(mconfig, state.params, tokenizer, test_problems(cfg),
                                max_new_tokens=cfg.eval.max_new_tokens)
