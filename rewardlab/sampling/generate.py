@@ -1,15 +1,22 @@
-"""Batched autoregressive sampling with a preallocated KV cache, all under `jit`.
+"""Batched autoregressive sampling with a preallocated KV cache, all under one `jit`.
 
-Prefill runs once per prompt (right-padded batch of prompts of any lengths); the prompt
-cache is then repeated for `num_samples` samples per prompt, and one `lax.while_loop`
-decodes until every row has stopped or `max_new_tokens` is reached.
+Prefill runs once per prompt (a right-padded batch of prompts of any lengths) and only
+the last prompt position is unembedded; the prompt cache is then repeated for the
+`num_samples` samples of each prompt, and one `lax.while_loop` decodes until every row
+has stopped or `max_new_tokens` tokens exist (the loop exits as soon as all rows are
+done; `GenerateOutput.num_steps` says how many positions it ran).
+
+Randomness is per row: row `r` (= prompt `i * num_samples + sample`) draws its token at
+step `t` with `fold_in(fold_in(rng, r), t)`. A row's draws therefore depend only on
+`(rng, r, t)`, not on the batch around it, on mesh padding or on stop settings: a run
+with stops yields a prefix of the same run without them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -17,168 +24,269 @@ import numpy as np
 
 from rewardlab import models, sharding
 from rewardlab.models.config import TransformerConfig
+from rewardlab.sampling import stops as stops_lib
+from rewardlab.sampling.filters import SamplingParams, choose_tokens
 
-
-@dataclasses.dataclass(frozen=True)
-class SamplingParams:
-  """How the next token is drawn. temperature 0 means greedy.
-
-  top_k 0 disables top-k; top_p 1.0 disables nucleus sampling; min_p 0 disables min-p
-  (keep tokens with probability >= min_p * max probability).
-  """
-
-  temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
-  min_p: float = 0.0
-
-  def __post_init__(self):
-    if self.temperature < 0:
-      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-    if not 0.0 < self.top_p <= 1.0:
-      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-    if not 0.0 <= self.min_p < 1.0:
-      raise ValueError(f"min_p must be in [0, 1), got {self.min_p}")
-    if self.top_k < 0:
-      raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+_CACHE_AXES = ("activation_batch", "activation_kv_heads", "cache_length", None)
 
 
 @dataclasses.dataclass
 class GenerateOutput:
-  """`tokens` [N, max_new_tokens] completions (samples of one prompt adjacent), padded with
-  `pad_id` after `lengths` [N]; `logprobs` [N, max_new_tokens] are the model's (untempered,
-  untruncated) log-probabilities of the sampled tokens, 0 after `lengths`."""
+  """Completions of `generate`; N = len(prompts) * num_samples, M = max_new_tokens.
+
+  tokens: [N, M] int32 completions only (samples of one prompt adjacent: row
+    `i * num_samples + s` is sample `s` of prompt `i`), `pad_id` after `lengths`.
+  lengths: [N] completion lengths (a stop token/string's token is included).
+  logprobs: [N, M] the model's log-probabilities of the tokens (untempered,
+    untruncated: `log softmax(logits)[token]`), 0 after `lengths`.
+  stopped: [N] True where the row ended on a stop token or stop string, False where it
+    ran out of `max_new_tokens`.
+  num_steps: decode positions the loop ran (= max(lengths): it exits once all rows stop).
+  """
 
   tokens: np.ndarray
   lengths: np.ndarray
   logprobs: np.ndarray
+  stopped: np.ndarray
+  num_steps: int
 
   def completions(self) -> list[list[int]]:
     return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths)]
 
 
-def filter_logits(logits: jax.Array, params: SamplingParams) -> jax.Array:
-  """Temperature, then top-k, top-p and min-p truncation (removed tokens get -inf).
+def _record(rows: dict, step, token, logprob, row_stops: dict, table, pad_id: int) -> dict:
+  """Write the tokens drawn at `step` into `rows` and mark the rows that stop on them.
 
-  logits: [B, V] float32. Greedy (temperature 0) is handled by the caller.
+  rows: "tokens"/"logprobs" [B, M], "lengths" [B], "done"/"stopped" [B] bool and
+  "string_state" [B, N] (automaton state of each stop string, see `stops.py`).
   """
-  logits = logits / params.temperature
-  neg_inf = jnp.finfo(logits.dtype).min
-  if params.top_k:
-    kth = jax.lax.top_k(logits, params.top_k)[0][:, -1:]
-    logits = jnp.where(logits < kth, neg_inf, logits)
-  if params.top_p < 1.0:
-    order = jnp.argsort(-logits, axis=-1)
-    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    # Keep a token if the mass strictly before it is < top_p (the crossing token is kept).
-    before = jnp.cumsum(probs, axis=-1) - probs
-    keep_sorted = before < params.top_p
-    keep = jnp.zeros_like(keep_sorted).at[
-        jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
-    logits = jnp.where(keep, logits, neg_inf)
-  if params.min_p > 0.0:
-    probs = jax.nn.softmax(logits, axis=-1)
-    threshold = params.min_p * probs.max(axis=-1, keepdims=True)
-    logits = jnp.where(probs >= threshold, logits, neg_inf)
-  return logits
+  done = rows["done"]
+  token = jnp.where(done, pad_id, token)
+  new = dict(rows)
+  new["tokens"] = rows["tokens"].at[:, step].set(token)
+  new["logprobs"] = rows["logprobs"].at[:, step].set(jnp.where(done, 0.0, logprob))
+  new["lengths"] = rows["lengths"] + (~done).astype(jnp.int32)
+  hit = jnp.any(token[:, None] == row_stops["tokens"], axis=-1)  # [B]
+  if table is not None:  # [N, V, L]
+    strings = jnp.arange(table.shape[0])[None, :]
+    state = table[strings, token[:, None], rows["string_state"]]  # [B, N]
+    hit |= jnp.any((state == stops_lib.MATCHED) & row_stops["active"], axis=-1)
+    new["string_state"] = jnp.maximum(state, 0)
+  hit &= ~done
+  new["stopped"] = rows["stopped"] | hit
+  new["done"] = done | hit
+  return new
 
 
-def _sample(rng, logits, params: SamplingParams):
-  if params.temperature == 0.0:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  return jax.random.categorical(rng, filter_logits(logits, params), axis=-1).astype(jnp.int32)
+def row_keys(rng, batch: int):
+  """One PRNG key per row: row r draws its token at step t with `fold_in(keys[r], t)`."""
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(batch))
+
+
+def step_keys(keys, step):
+  """[B] keys of one decode step (see `row_keys`)."""
+  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+
+
+def segment_ends(max_new_tokens: int, cache_chunk: int | None) -> tuple[int, ...]:
+  """Decode steps at which each cache segment ends: (c, 2c, ..., max_new_tokens)."""
+  if cache_chunk is None or cache_chunk >= max_new_tokens:
+    return (max_new_tokens,)
+  return tuple(range(cache_chunk, max_new_tokens, cache_chunk)) + (max_new_tokens,)
+
+
+def _constrain_cache(cache: dict) -> dict:
+  return {**cache, "k": [sharding.constrain(c, _CACHE_AXES) for c in cache["k"]],
+          "v": [sharding.constrain(c, _CACHE_AXES) for c in cache["v"]]}
+
+
+def _grow_cache(cache: dict, slots: int) -> dict:
+  """Zero-pad every layer's keys/values [B, K, S, E] to `slots` slots."""
+  pad = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, slots - c.shape[2]), (0, 0)))
+  return _constrain_cache({**cache, "k": [pad(c) for c in cache["k"]],
+                           "v": [pad(c) for c in cache["v"]]})
+
+
+def _prefill(config, params, prompt_tokens, prompt_lengths, slots: int):
+  """Cache [P, ..., slots, ...] holding the prompts, and the logits [P, V] after each."""
+  num_prompts, width = prompt_tokens.shape
+  mask = (jnp.arange(width)[None] < prompt_lengths[:, None]).astype(jnp.int32)
+  cache = _constrain_cache(models.init_cache(config, num_prompts, slots))
+  hidden, cache = models.forward(config, params, prompt_tokens, attention_mask=mask,
+                                 cache=cache, return_logits=False)
+  last = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
+  return cache, models.unembed(config, params, last)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_samples",
-                                              "sampling", "stop_tokens", "pad_id"))
-def _generate(params, prompt_tokens, prompt_lengths, rng, *, config: TransformerConfig,
-              max_new_tokens: int, num_samples: int, sampling: SamplingParams,
-              stop_tokens: tuple[int, ...], pad_id: int):
-  num_prompts, prompt_len = prompt_tokens.shape
-  slots = prompt_len + max_new_tokens
-  mask = (jnp.arange(prompt_len)[None] < prompt_lengths[:, None]).astype(jnp.int32)
-  cache = models.init_cache(config, num_prompts, slots)
-  logits, cache = models.forward(config, params, prompt_tokens, attention_mask=mask, cache=cache)
-  last = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]  # [P, V]
+                                              "sampling", "pad_id", "cache_chunk"))
+def _generate(params, prompt_tokens, prompt_lengths, rng, row_stops, table, *,
+              config: TransformerConfig, max_new_tokens: int, num_samples: int,
+              sampling: SamplingParams, pad_id: int, cache_chunk: int | None):
+  """prompt_tokens [P, W] right padded, prompt_lengths [P]; row_stops per prompt:
+  "tokens" [P, S] (-1 = none) and, with stop strings, "active" [P, N] (which of the N
+  strings apply) next to their transition `table` [N, V, L] (else None).
 
-  # Share each prompt's cache among its samples.
+  Decode step t (>= 1) writes token t-1 at slot `length + t - 1`, so a segment ending at
+  step e needs W + e - 1 cache slots; each segment attends over only those.
+  """
+  width = prompt_tokens.shape[1]
+  ends = segment_ends(max_new_tokens, cache_chunk)
+  cache, logits = _prefill(config, params, prompt_tokens, prompt_lengths, width + ends[0] - 1)
+  # Every sample of a prompt starts from the prompt's cache.
   repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
-  cache = jax.tree.map(repeat, cache)
-  last = repeat(last)
-  batch = num_prompts * num_samples
-  stops = jnp.asarray(stop_tokens if stop_tokens else (-1,), jnp.int32)
-
-  def cond(carry):
-    step, _, _, done, *_ = carry
-    return (step < max_new_tokens) & ~jnp.all(done)
+  cache, logits, row_stops = jax.tree.map(repeat, (cache, logits, row_stops))
+  batch = logits.shape[0]
+  keys = row_keys(rng, batch)
+  num_strings = 0 if table is None else table.shape[0]
+  rows = {"tokens": jnp.full((batch, max_new_tokens), pad_id, jnp.int32),
+          "logprobs": jnp.zeros((batch, max_new_tokens), jnp.float32),
+          "lengths": jnp.zeros((batch,), jnp.int32), "done": jnp.zeros((batch,), bool),
+          "stopped": jnp.zeros((batch,), bool),
+          "string_state": jnp.zeros((batch, num_strings), jnp.int32)}
+  token, logprob = choose_tokens(logits, step_keys(keys, 0), sampling)
+  rows = _record(rows, 0, token, logprob, row_stops, table, pad_id)
 
   def body(carry):
-    step, tokens, logprobs, done, lengths, cache, last, rng = carry
-    rng, key = jax.random.split(rng)
-    token = _sample(key, last, sampling)
-    logprob = jnp.take_along_axis(jax.nn.log_softmax(last, axis=-1), token[:, None], axis=1)[:, 0]
-    token = jnp.where(done, pad_id, token)
-    tokens = tokens.at[:, step].set(token)
-    logprobs = logprobs.at[:, step].set(jnp.where(done, 0.0, logprob))
-    lengths = lengths + (~done).astype(jnp.int32)
-    done = done | jnp.isin(token, stops)
-    logits, cache = models.forward(config, params, token[:, None], cache=cache)
-    return step + 1, tokens, logprobs, done, lengths, cache, logits[:, 0], rng
+    step, rows, cache = carry
+    logits, cache = models.forward(config, params, rows["tokens"][:, step - 1, None],
+                                   cache=cache)
+    token, logprob = choose_tokens(logits[:, 0], step_keys(keys, step), sampling)
+    return step + 1, _record(rows, step, token, logprob, row_stops, table, pad_id), cache
 
-  carry = (jnp.int32(0), jnp.full((batch, max_new_tokens), pad_id, jnp.int32),
-           jnp.zeros((batch, max_new_tokens), jnp.float32), jnp.zeros((batch,), bool),
-           jnp.zeros((batch,), jnp.int32), cache, last, rng)
-  _, tokens, logprobs, _, lengths, _, _, _ = jax.lax.while_loop(cond, body, carry)
-  return tokens, lengths, logprobs
+  step = jnp.int32(1)
+  for i, end in enumerate(ends):
+    if i:
+      cache = _grow_cache(cache, width + end - 1)
+    cond = lambda carry, end=end: (carry[0] < end) & ~jnp.all(carry[1]["done"])
+    step, rows, cache = jax.lax.while_loop(cond, body, (step, rows, cache))
+  return {k: rows[k] for k in ("tokens", "lengths", "logprobs", "stopped")}, step
 
 
-def pad_prompts(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 16):
-  """Right-pad token lists to a length rounded up to `multiple` (bounds recompiles)."""
+def pad_prompts(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 16,
+                num_rows: int | None = None):
+  """Right-pad token lists to a width rounded up to `multiple` (bounds recompiles).
+
+  `num_rows` (>= len(prompts)) adds dummy one-token prompts at the end (mesh padding).
+  Returns tokens [num_rows, W] int32 and lengths [num_rows] int32.
+  """
   if not prompts:
     raise ValueError("generate: no prompts given")
   lengths = np.array([len(p) for p in prompts], np.int32)
   if lengths.min() == 0:
     raise ValueError(f"generate: prompt {int(lengths.argmin())} is empty")
+  num_rows = len(prompts) if num_rows is None else num_rows
   width = int(-(-lengths.max() // multiple) * multiple)
-  tokens = np.full((len(prompts), width), pad_id, np.int32)
+  tokens = np.full((num_rows, width), pad_id, np.int32)
   for i, p in enumerate(prompts):
     tokens[i, :len(p)] = p
-  return tokens, lengths
+  all_lengths = np.ones((num_rows,), np.int32)
+  all_lengths[:len(prompts)] = lengths
+  return tokens, all_lengths
+
+
+def _per_prompt(values, num_prompts: int, name: str, is_item) -> list[tuple]:
+  """A shared list (applied to every prompt) or one list per prompt -> one tuple per prompt."""
+  if is_item(values):
+    values = [values]
+  values = list(values)
+  if all(is_item(v) for v in values):
+    return [tuple(values)] * num_prompts
+  if len(values) != num_prompts:
+    raise ValueError(f"generate: {name} has {len(values)} entries but there are "
+                     f"{num_prompts} prompts (give one shared list or one list per prompt)")
+  rows = [tuple([v] if is_item(v) else v) for v in values]
+  for i, row in enumerate(rows):
+    if not all(is_item(v) for v in row):
+      raise ValueError(f"generate: {name}[{i}] = {row!r} is not a list of {name[5:]}")
+  return rows
+
+
+def _stop_arrays(config: TransformerConfig, num_prompts: int, num_rows: int, stop_tokens,
+                 stop_strings, decode_fn) -> tuple[dict, np.ndarray | None]:
+  """Per-row stop arrays for `_generate` (rows past `num_prompts` never stop) and the
+  stop-string transition table (None without stop strings)."""
+  is_token = lambda v: isinstance(v, (int, np.integer))
+  token_rows = _per_prompt(stop_tokens, num_prompts, "stop_tokens", is_token)
+  bad = [int(t) for row in token_rows for t in row if not 0 <= int(t) < config.vocab_size]
+  if bad:
+    raise ValueError(f"generate: stop_tokens {bad} outside [0, {config.vocab_size})")
+  tokens = np.full((num_rows, max(1, *map(len, token_rows))), -1, np.int32)
+  for i, row in enumerate(token_rows):
+    tokens[i, :len(row)] = row
+  string_rows = _per_prompt(stop_strings, num_prompts, "stop_strings",
+                            lambda v: isinstance(v, str))
+  strings = sorted({s for row in string_rows for s in row})
+  if not strings:
+    return {"tokens": tokens}, None
+  if decode_fn is None:
+    raise ValueError("generate: stop_strings need decode_fn (e.g. tokenizer.decode)")
+  table = stops_lib.stop_string_table(strings, decode_fn, config.vocab_size)
+  active = np.zeros((num_rows, len(strings)), bool)
+  for i, row in enumerate(string_rows):
+    active[i] = [s in row for s in strings]
+  return {"tokens": tokens, "active": active}, table
 
 
 def generate(config: TransformerConfig, params, prompts: Sequence[Sequence[int]], *,
              max_new_tokens: int, temperature: float, top_k: int = 0, top_p: float = 1.0,
-             min_p: float = 0.0, stop_tokens: Sequence[int] = (), num_samples: int = 1,
-             rng=None, pad_id: int = 0, mesh=None) -> GenerateOutput:
+             min_p: float = 0.0, stop_tokens=(), stop_strings=(),
+             decode_fn: Callable[[list[int]], str] | None = None, num_samples: int = 1,
+             rng=None, pad_id: int = 0, mesh=None,
+             cache_chunk: int | None = None) -> GenerateOutput:
   """Sample `num_samples` completions for each prompt (token id lists of any length).
 
-  Rows stop after emitting any of `stop_tokens` (the stop token is included in the
-  completion and in `lengths`). Deterministic for a given `rng`. With a `mesh`, the
-  batch is sharded over the data axes.
+  temperature 0 is greedy; otherwise see `filter_logits` for top_k / top_p / min_p.
+  stop_tokens: token ids shared by all prompts, or one list per prompt. A row ends with
+    the first stop token it emits (included in the completion and in `lengths`).
+  stop_strings: strings shared by all prompts, or one list per prompt; needs
+    `decode_fn(ids) -> str` (e.g. `tokenizer.decode`). A row ends with the first token
+    at which its completion's text contains a stop string (`stops.py` has the exact
+    semantics); matching runs inside the jitted loop.
+  rng: a PRNG key (required unless greedy). With a `mesh`, the prompt batch is sharded
+    over the mesh's data axes (padded with dummy prompts to a multiple of their size) and
+    the output equals the unsharded one.
+  cache_chunk: None attends over the whole preallocated cache (prompt width +
+    max_new_tokens slots) at every step. An int c decodes in segments of c steps whose
+    cache holds only the slots filled so far (it grows by c slots between segments), so
+    early steps read less; each segment is a separately compiled loop body (more compile
+    time), and the output is the same.
   """
   if max_new_tokens <= 0:
-    raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    raise ValueError(f"generate: max_new_tokens must be positive, got {max_new_tokens}")
   if num_samples <= 0:
-    raise ValueError(f"num_samples must be positive, got {num_samples}")
+    raise ValueError(f"generate: num_samples must be positive, got {num_samples}")
+  if cache_chunk is not None and int(cache_chunk) <= 0:
+    raise ValueError(f"generate: cache_chunk must be positive or None, got {cache_chunk}")
   sampling = SamplingParams(temperature=float(temperature), top_k=int(top_k),
                             top_p=float(top_p), min_p=float(min_p))
   if rng is None:
-    if temperature != 0.0:
+    if not sampling.greedy:
       raise ValueError("generate: pass rng when temperature > 0")
     rng = jax.random.key(0)
-  tokens, lengths = pad_prompts(prompts, pad_id)
-  if tokens.shape[1] + max_new_tokens > config.max_position_embeddings:
-    raise ValueError(f"generate: prompt length {tokens.shape[1]} + max_new_tokens "
+  num_prompts = len(prompts)
+  data_size = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+  num_rows = -(-num_prompts // data_size) * data_size
+  tokens, lengths = pad_prompts(prompts, pad_id, num_rows=num_rows)
+  # Positions are cache slots `length + t`, so padding does not count: only the longest
+  # real prompt plus the new tokens must fit the model's positions.
+  if int(lengths.max()) + max_new_tokens > config.max_position_embeddings:
+    raise ValueError(f"generate: longest prompt {int(lengths.max())} + max_new_tokens "
                      f"{max_new_tokens} exceeds max_position_embeddings "
                      f"{config.max_position_embeddings}")
-  inputs = {"tokens": tokens, "lengths": lengths}
-  inputs = sharding.shard_batch(inputs, mesh)
+  row_stops, table = _stop_arrays(config, num_prompts, num_rows, stop_tokens, stop_strings,
+                                  decode_fn)
+  inputs = sharding.shard_batch({"tokens": tokens, "lengths": lengths, "stops": row_stops},
+                                mesh)
+  table = None if table is None else jnp.asarray(table)
   with sharding.use_mesh(mesh):
-    out = _generate(params, inputs["tokens"], inputs["lengths"], rng, config=config,
-                    max_new_tokens=int(max_new_tokens), num_samples=int(num_samples),
-                    sampling=sampling, stop_tokens=tuple(int(t) for t in stop_tokens),
-                    pad_id=int(pad_id))
-  tokens_out, lengths_out, logprobs_out = jax.device_get(out)
-  return GenerateOutput(tokens=np.asarray(tokens_out), lengths=np.asarray(lengths_out),
-                        logprobs=np.asarray(logprobs_out))
+    out, steps = _generate(params, inputs["tokens"], inputs["lengths"], rng, inputs["stops"],
+                           table, config=config, max_new_tokens=int(max_new_tokens),
+                           num_samples=int(num_samples), sampling=sampling,
+                           pad_id=int(pad_id), cache_chunk=cache_chunk)
+  out = jax.device_get(out)
+  keep = num_prompts * num_samples
+  return GenerateOutput(tokens=np.asarray(out["tokens"][:keep]),
+                        lengths=np.asarray(out["lengths"][:keep]),
+                        logprobs=np.asarray(out["logprobs"][:keep]),
+                        stopped=np.asarray(out["stopped"][:keep]), num_steps=int(steps))
