@@ -21,3 +21,16 @@ from rewardlab.search.selection import (
     select_batch,
     weighted_best_of_n,
 )
+from rewardlab.search.beam import Beam, SearchTrace, StepSearch, beam_search
+from rewardlab.search.budget import Budget
+from rewardlab.search.dvts import dvts
+from rewardlab.search.methods import METHODS, Scorers, SearchResult, register_method, run_method
+from rewardlab.search.policy import (
+    Completion,
+    LMPolicy,
+    OutcomeScorer,
+    Policy,
+    ProcessScorer,
+    split_steps,
+)
+from rewardlab.search.qalign import Chain, chain_vote, qalign_chain
