@@ -1,0 +1,158 @@
+"""Math-Shepherd Monte-Carlo step labels.
+
+For every prefix ``s_1..s_k`` of a solution, ``N`` completions are sampled from a
+completer policy (N = 8 in the paper). With ``c_k`` of them reaching the right answer:
+
+    soft label  y_k = c_k / N        hard label  1[c_k > 0]
+
+The last step of a solution is its ``A:`` answer line; its label is the
+correctness of the answer itself (counts ``1/1`` or ``0/1``, nothing sampled).
+Identical prefixes of one problem (different solutions often share their first,
+correct steps) are sampled once and share their counts.
+
+Labels are kept as :class:`StepLabels` and written in the TRL stepwise format the
+PRM trainer reads (``prompt``, ``completions`` = steps, ``labels`` = soft labels)
+plus ``counts`` ``[[c_k, N_k], ...]``, the per-completion ``outcomes`` and ``method``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from rewardlab.search import completer as completer_lib
+from rewardlab.search.completer import Completer, Task, prefix_text
+from rewardlab.tasks import arithmetic
+
+ANSWER_PREFIX = "A:"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepLabels:
+  """Soft labels of one step sequence, with the sampled evidence behind them.
+
+  ``outcomes[k]`` holds one ``'1'``/``'0'`` per completion of prefix ``s_1..s_k``
+  in sampling order; ``successes[k]``/``totals[k]`` are its counts. ``totals[k] = 0``
+  marks a label that was inferred rather than measured (OmegaPRM only).
+  """
+
+  prompt: str
+  steps: tuple[str, ...]
+  labels: tuple[float, ...]
+  successes: tuple[int, ...]
+  totals: tuple[int, ...]
+  outcomes: tuple[str, ...]
+  method: str
+
+  def __post_init__(self):
+    n = len(self.steps)
+    for name in ("labels", "successes", "totals", "outcomes"):
+      if len(getattr(self, name)) != n:
+        raise ValueError(f"StepLabels.{name}: {len(getattr(self, name))} values for {n} steps")
+    if any(not 0.0 <= y <= 1.0 for y in self.labels):
+      raise ValueError(f"StepLabels.labels must lie in [0, 1], got {self.labels}")
+
+  @property
+  def hard_labels(self) -> tuple[float, ...]:
+    return tuple(float(y > 0.0) for y in self.labels)
+
+  def to_record(self, **extra) -> dict:
+    """The stepwise jsonl row: ``prompt``, ``completions``, ``labels``, ``counts``, ``method``."""
+    return {"prompt": self.prompt, "completions": list(self.steps), "labels": list(self.labels),
+            "counts": [[s, t] for s, t in zip(self.successes, self.totals)],
+            "outcomes": list(self.outcomes), "method": self.method, **extra}
+
+
+def implied_first_wrong_step(labels: Sequence[float]) -> int:
+  """First step whose prefix has no successful completion (label 0); -1 if none.
+
+  Comparable with :func:`rewardlab.tasks.arithmetic.first_wrong_step` when the
+  steps end with the answer line (the answer is step K there too).
+  """
+  for k, y in enumerate(labels):
+    if y <= 0.0:
+      return k
+  return -1
+
+
+def labels_from_outcomes(outcomes: Sequence[str], n: int) -> list[float]:
+  """Soft labels from the first ``n`` completions of each prefix (all when fewer).
+
+  Lets one run of N completions also give the labels of every smaller N' <= N.
+  """
+  if n <= 0:
+    raise ValueError(f"n must be positive, got {n}")
+  return [o[:n].count("1") / len(o[:n]) for o in outcomes]
+
+
+def is_answer_step(step: str) -> bool:
+  return step.startswith(ANSWER_PREFIX)
+
+
+def mc_task(problem: arithmetic.Problem, solutions: Sequence[Sequence[str]],
+            method: str = "mc") -> Task:
+  """Coroutine labelling ``solutions`` (step lists) of one problem; see :func:`label_solutions`.
+
+  Yields once: every distinct prefix ``s_1..s_k`` that ends in a step line (never
+  in the answer line). Returns one :class:`StepLabels` per solution.
+  """
+  prefixes: list[str] = []
+  for steps in solutions:
+    for k, step in enumerate(steps):
+      if not is_answer_step(step):
+        prefixes.append(prefix_text(problem, steps[:k + 1]))
+  prefixes = list(dict.fromkeys(prefixes))
+  completions = (yield prefixes) if prefixes else []
+  outcomes = {
+      prefix: "".join("1" if completer_lib.completion_is_correct(prefix, c, problem) else "0"
+                      for c in texts)
+      for prefix, texts in zip(prefixes, completions)}
+  return [_solution_labels(problem, steps, outcomes, method) for steps in solutions]
+
+
+def _solution_labels(problem: arithmetic.Problem, steps: Sequence[str], outcomes: dict,
+                     method: str) -> StepLabels:
+  per_step = []
+  for k, step in enumerate(steps):
+    prefix = prefix_text(problem, steps[:k + 1])
+    if is_answer_step(step):
+      per_step.append("1" if arithmetic.is_correct(prefix, problem) else "0")
+    else:
+      per_step.append(outcomes[prefix])
+  if any(not o for o in per_step):
+    raise ValueError(f"problem {problem.key}: a prefix got no completions")
+  return StepLabels(
+      prompt=problem.prompt, steps=tuple(steps),
+      labels=tuple(o.count("1") / len(o) for o in per_step),
+      successes=tuple(o.count("1") for o in per_step), totals=tuple(len(o) for o in per_step),
+      outcomes=tuple(per_step), method=method)
+
+
+def label_solutions(problems: Sequence[arithmetic.Problem],
+                    solutions: Sequence[Sequence[Sequence[str]]], completer: Completer, *,
+                    num_completions: int = 8,
+                    rng: np.random.Generator) -> list[list[StepLabels]]:
+  """Monte-Carlo labels for ``solutions[i]`` (a list of step lists) of ``problems[i]``.
+
+  All prefixes of all problems go to the completer in one call of
+  ``num_completions`` samples each. Returns, per problem, one :class:`StepLabels`
+  per solution.
+  """
+  if len(problems) != len(solutions):
+    raise ValueError(f"{len(problems)} problems but {len(solutions)} solution lists")
+  if num_completions <= 0:
+    raise ValueError(f"num_completions must be positive, got {num_completions}")
+  tasks = [mc_task(p, s) for p, s in zip(problems, solutions)]
+  return completer_lib.drive(tasks, completer, num_completions, rng)
+
+
+def num_sampled_prefixes(labels: Sequence[StepLabels]) -> int:
+  """Distinct sampled prefixes among one problem's labelled solutions (its MC cost / N)."""
+  seen = set()
+  for item in labels:
+    for k, step in enumerate(item.steps):
+      if not is_answer_step(step):
+        seen.add(item.steps[:k + 1])
+  return len(seen)
