@@ -1,9 +1,12 @@
 """SFT of a tiny policy from scratch on the synthetic arithmetic task (CPU).
 
 Run:      python experiments/sft.py --config experiments/configs/sft.py --workdir runs/sft
-Runtime:  ~8-10 minutes on a 2-core CPU (2,000 steps of batch 32).
-Expected: held-out greedy accuracy roughly 60-90% at K=2 and 30-70% at K=4 operations
-          (a policy that is often right, but makes step errors).
+Runtime:  ~5 minutes on an idle 2-core CPU (1,000 steps of batch 32; measured 24 minutes
+          on a machine loaded by 10 other jobs).
+Expected: held-out greedy accuracy ~44% overall: 62% / 42% / 27% at K = 2 / 3 / 4
+          operations (measured). The policy is right often but makes step errors, which
+          the reward-model, step-label and search experiments need. 2,000 steps give
+          91% / 83% / 83%.
 """
 
 import ml_collections
@@ -32,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.num_train = 60000
 
   c.train = ml_collections.ConfigDict()
-  c.train.steps = 2000
+  c.train.steps = 1000
   c.train.batch_size = 32
   c.train.learning_rate = 2e-3
   c.train.warmup_steps = 100
@@ -43,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_per_k = 100
-  c.eval.max_new_tokens = 64
+  c.eval.max_new_tokens = 60
   return c.lock()
 
 
