@@ -1,0 +1,116 @@
+"""Bradley-Terry outcome reward model, from scratch, on the synthetic arithmetic task (CPU).
+
+Pairs: a correct solution vs a corrupted one (a slip, a miscopied operand or a skipped
+operation at a uniform step; `rewardlab.tasks.rm_data`), held-out problems by hash split.
+A model trained from scratch must learn the arithmetic to spot a slip, and one bit per
+pair teaches it slowly; the language-modelling regularizer on the chosen solutions
+(`loss.lm_coef`, Yang et al. 2024) teaches it densely through the same hidden states.
+Pure BT (`--config.loss.lm_coef=0`) reached a train loss of ~0.45 after 300 steps where
+the regularized run's BT term was at ~0.41, and the regularized run kept improving.
+
+Run:      python experiments/train_rm.py --config experiments/configs/rm_bt.py --workdir runs/rm_bt
+Runtime:  ~17 CPU-minutes (1,000 steps of 32 pairs, 0.86M parameters): ~9 minutes on a
+          quiet 2-core CPU, ~30 minutes at a load average of 6-10 on the same 2 cores.
+Expected: held-out pairwise accuracy ~0.85-0.87 (rm_results.json: eval.pairwise_accuracy;
+          0.892 with `--config.train.steps=1500`), pairwise ECE ~0.01.
+
+`base_config()` holds the fields shared by every reward-model config
+(rm_regression, rm_scaled_bt, rm_prm, rm_genarm); to train on your own files set
+`data.source='files'`, `data.format`, `data.train_files`, `data.eval_files`,
+`data.tokenizer` and usually `init_from` (a local Hugging Face directory).
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field a reward-model run reads (unlocked; `get_config` locks it)."""
+  c = ml_collections.ConfigDict()
+  c.kind = "bt"  # bt | scaled_bt | regression | prm | genarm
+  c.seed = 0
+  c.progress = True
+  c.mesh_shape = ()  # e.g. (-1, 1, 1) to shard the batch over all devices
+  c.init_from = ""  # a Hugging Face directory or a saved reward model; "" = from scratch
+
+  c.model = ml_collections.ConfigDict()  # used when init_from is empty (except the head fields)
+  c.model.hidden_size = 128
+  c.model.num_layers = 4
+  c.model.num_heads = 4
+  c.model.num_kv_heads = 4
+  c.model.intermediate_size = 384
+  c.model.max_length = 96  # longer examples are dropped and counted, never truncated
+  c.model.rope_theta = 10000.0
+  c.model.dtype = "float32"
+  c.model.remat = False
+  c.model.process_form = "classifier"  # prm head: classifier | lm_token
+  c.model.plus_token = ""  # lm_token form: the "good step" / "bad step" tokens
+  c.model.minus_token = ""
+  c.model.attribute_weights = (1.0, 0.0, 0.0, 0.0, 0.0)  # ranking reward of a regression RM
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "synthetic"  # synthetic | files
+  c.data.format = ""  # files: preference | helpsteer2 | helpsteer2_preference | stepwise | ...
+  c.data.train_files = ""  # files: comma-separated .jsonl / .parquet paths
+  c.data.eval_files = ""
+  c.data.tokenizer = ""  # files: tokenizer directory (default: init_from)
+  c.data.strict = True  # False: skip malformed rows and count them
+  c.data.num_train_problems = 60000
+  c.data.num_eval_problems = 1000
+  c.data.num_ops = (2, 3, 4)
+  c.data.operand_max = 99
+  c.data.pairs_per_problem = 1
+  c.data.correct_fraction = 0.5  # stepwise / rating data: share of fully correct solutions
+  c.data.policy_dir = ""  # optional SFT policy whose wrong samples become negatives
+  c.data.policy_samples = 0
+  c.data.max_steps = 8
+  c.data.separator = "\n"
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.use_margin = True  # bt: subtract the data's margin when it has one
+  c.loss.center_coef = 0.0  # bt: λ of the reward-centering term (0.01 is usual when used)
+  c.loss.beta = 0.05  # genarm
+  c.loss.gamma = 0.0  # genarm
+  c.loss.last_step_only = False  # prm
+  c.loss.lm_coef = 0.0  # bt, scaled_bt, prm: α of the LM regularizer on the good text (GRM)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1000
+  c.train.batch_size = 32
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 100
+  c.train.weight_decay = 0.01
+  c.train.clip_norm = 1.0
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 128
+  c.eval.threshold = 0.5  # prm: a step with p < threshold is predicted wrong
+  c.eval.n_bins = 15
+  return c
+
+
+def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Seconds-long sizes for tests (in place; returns `c` locked)."""
+  c.model.hidden_size, c.model.num_layers, c.model.intermediate_size = 32, 1, 64
+  c.model.num_heads = c.model.num_kv_heads = 2
+  c.data.num_train_problems, c.data.num_eval_problems = 64, 16
+  c.train.steps, c.train.batch_size, c.train.log_every = 6, 8, 2
+  c.train.warmup_steps, c.train.checkpoint_every = 2, 3
+  c.eval.batch_size = 8
+  c.progress = False
+  return c.lock()
+
+
+def from_scratch(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The synthetic from-scratch setting: LM regularizer on (α = 1)."""
+  c.loss.lm_coef = 1.0
+  return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+  return from_scratch(base_config()).lock()
+
+
+def tiny() -> ml_collections.ConfigDict:
+  return shrink(from_scratch(base_config()))

@@ -1,0 +1,180 @@
+"""Reward-model trainer: every kind end to end at a tiny size, exact resume, data paths."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rewardlab
+from experiments.configs import rm_bt, rm_genarm, rm_prm, rm_regression, rm_scaled_bt
+from rewardlab import models
+from rewardlab.data import encode
+from rewardlab.data.formats import PreferencePair
+from rewardlab.data.tokenizers import CharTokenizer
+from rewardlab.models import reward as reward_lib
+from rewardlab.train import reward
+
+TOK = CharTokenizer.for_arithmetic()
+
+
+def test_every_kind_is_registered_by_name():
+  assert reward.OBJECTIVES.names() == ("bt", "genarm", "prm", "regression", "scaled_bt")
+  assert reward.OBJECTIVES.get("prm").head == "process"
+  with pytest.raises(ValueError, match="unknown reward-model kind 'ppo'"):
+    reward.OBJECTIVES.get("ppo")
+
+
+def _leaves(model_dir):
+  _, params, _ = reward_lib.load_reward_model(model_dir)
+  return [np.asarray(x) for x in jax.tree.leaves(params)]
+
+
+def test_interrupted_bt_run_resumes_exactly(tmp_path):
+  cfg = rm_bt.tiny()
+  full = reward.run(cfg, str(tmp_path / "full"))
+  assert full["steps"] == cfg.train.steps and full["kind"] == "bt"
+  assert reward.run(cfg, str(tmp_path / "resumed"), stop_after=4) == {"stopped_at": 4}
+  resumed = reward.run(cfg, str(tmp_path / "resumed"))
+  for a, b in zip(_leaves(full["reward_model_dir"]), _leaves(resumed["reward_model_dir"])):
+    np.testing.assert_array_equal(a, b)
+  lines = [json.loads(l) for l in open(tmp_path / "resumed" / "train_metrics.jsonl")]
+  assert [l["step"] for l in lines] == [2, 4, 6]
+  assert {"loss", "accuracy", "margin", "lr", "grad_norm", "tokens_per_s"} <= set(lines[-1])
+  report = json.loads((tmp_path / "full" / "rm_results.json").read_text())
+  assert 0.0 <= report["eval"]["pairwise_accuracy"] <= 1.0
+  assert report["eval"]["num_pairs"] == cfg.data.num_eval_problems
+  assert {"ece", "brier", "auroc"} <= set(report["eval"]["calibration"])
+  assert (tmp_path / "full" / "rm_results_reliability.png").stat().st_size > 0
+
+
+def _check_run(results, tmp_path, head):
+  config, _, tokenizer = reward_lib.load_reward_model(results["reward_model_dir"])
+  assert config.head == head and tokenizer == TOK
+  lines = [json.loads(l) for l in open(tmp_path / "train_metrics.jsonl")]
+  assert np.isfinite(lines[-1]["loss"]) and lines[-1]["grad_norm"] > 0
+  return config
+
+
+def test_prm_trains_and_reports_processbench_f1(tmp_path):
+  cfg = rm_prm.tiny()
+  results = reward.run(cfg, str(tmp_path))
+  assert results["steps"] == cfg.train.steps
+  report = results["eval"]
+  assert 0.0 <= report["processbench_f1"] <= 1.0 and report["num_solutions"] == 16
+  assert {"ece", "brier", "auroc"} <= set(report["calibration"])
+  assert "step_accuracy" in json.loads((tmp_path / "train_metrics.jsonl").read_text().split("\n")[0])
+  _check_run(results, tmp_path, "process")
+
+
+def test_regression_then_scaled_bt_initialized_from_it(tmp_path):
+  """The HelpSteer2-Preference recipe: Scaled BT starts from the regression model, whose
+  ranking reward becomes the scalar head."""
+  regression = reward.run(rm_regression.tiny(), str(tmp_path / "regression"))
+  assert set(regression["eval"]["mse_per_attribute"]) == set(reward_lib.ATTRIBUTES)
+  _check_run(regression, tmp_path / "regression", "attributes")
+  cfg = rm_scaled_bt.tiny().unlock()
+  cfg.init_from = regression["reward_model_dir"]
+  scaled = reward.run(cfg.lock(), str(tmp_path / "scaled"))
+  assert 0.0 <= scaled["eval"]["pairwise_accuracy"] <= 1.0
+  _check_run(scaled, tmp_path / "scaled", "outcome")
+
+
+def test_genarm_trains_from_user_files_and_a_pretrained_backbone(tmp_path):
+  """data.source='files' reads jsonl like any user file; init_from loads an HF directory."""
+  rows = [{"prompt": f"Q:{a}+{b}\n", "chosen": f"{a}+{b}={a + b}\nA:{a + b}\n",
+           "rejected": f"{a}+{b}={a + b + 1}\nA:{a + b + 1}\n"} for a in range(4) for b in range(4)]
+  rows.append({"prompt": "Q:1+1\n", "chosen": "1+1=2\n" * 40, "rejected": "x"})  # too long
+  files = {}
+  for split in ("train", "eval"):
+    files[split] = tmp_path / f"{split}.jsonl"
+    files[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
+  TOK.save(str(tmp_path / "tok"))
+  backbone = models.tiny_config(vocab_size=24, hidden_size=32, num_layers=1, intermediate_size=64)
+  rewardlab.save_pretrained(str(tmp_path / "hf"), backbone,
+                            models.init_params(backbone, jax.random.key(0)))
+  cfg = rm_genarm.tiny().unlock()
+  cfg.init_from = str(tmp_path / "hf")
+  cfg.data.update(source="files", format="preference", train_files=str(files["train"]),
+                  eval_files=str(files["eval"]), tokenizer=str(tmp_path / "tok"))
+  results = reward.run(cfg.lock(), str(tmp_path / "run"))
+  assert results["train_examples"] == 16 and "too_long=1" in results["data"]["train"]
+  assert results["eval"]["num_pairs"] == 16
+  config, _, _ = reward_lib.load_reward_model(results["reward_model_dir"])
+  assert config.head == "genarm" and config.backbone.hidden_size == 32
+
+
+def test_files_of_the_wrong_format_are_refused(tmp_path):
+  cfg = rm_prm.tiny().unlock()
+  cfg.data.update(source="files", format="preference", train_files="a.jsonl", eval_files="b.jsonl")
+  with pytest.raises(ValueError, match="data.format='preference' cannot train kind 'prm'"):
+    reward.run(cfg.lock(), str(tmp_path))
+
+
+def test_trim_length_only_removes_padding():
+  pair = PreferencePair("Q:1+2\n", "1+2=3\nA:3\n", "A:4\n")
+  examples = [encode.encode_preference(TOK, pair, 64)]
+  trimmed = reward.trim_length(examples)[0]
+  assert trimmed["chosen_tokens"].shape == (24,)  # BOS + 6 + 10 + EOS = 18, rounded up to 8
+  assert trimmed["chosen_score_index"] == examples[0]["chosen_score_index"] == 17
+  np.testing.assert_array_equal(trimmed["chosen_tokens"], examples[0]["chosen_tokens"][:24])
+
+
+BACKBONE = models.tiny_config(vocab_size=24, hidden_size=16, num_layers=1, intermediate_size=32)
+
+
+@functools.lru_cache(maxsize=None)
+def _backbone_params():
+  return models.init_params(BACKBONE, jax.random.key(0))
+
+
+def test_outcome_head_from_attributes_keeps_the_ranking_reward():
+  attributes = reward_lib.RewardModelConfig(backbone=BACKBONE, head="attributes",
+                                            attribute_weights=(0.5, 1.0, 0.0, 0.0, -1.0))
+  params = reward_lib.init_reward_model(attributes, jax.random.key(0),
+                                        backbone_params=_backbone_params())
+  params["head"]["bias"] = jnp.arange(5.0)
+  outcome = attributes.replace(head="outcome")
+  moved = {"backbone": params["backbone"],
+           "head": reward.outcome_head_from_attributes(params["head"],
+                                                       attributes.attribute_weights)}
+  tokens = jnp.asarray([[1, 5, 6, 7, 2]])
+  mask, index = jnp.ones_like(tokens), jnp.asarray([4])
+  ranking = reward_lib.jit_outcome_scores(attributes, params, tokens, mask, index)
+  scalar = reward_lib.jit_outcome_scores(outcome, moved, tokens, mask, index)
+  constant = float(jnp.arange(5.0) @ jnp.asarray(attributes.attribute_weights))  # c · w
+  np.testing.assert_allclose(scalar + constant, ranking, rtol=1e-5)
+
+
+def test_pair_outcomes_equal_scoring_each_side_alone():
+  config = reward_lib.RewardModelConfig(backbone=BACKBONE)
+  params = reward_lib.init_reward_model(config, jax.random.key(1),
+                                        backbone_params=_backbone_params())
+  pairs = [PreferencePair("Q:1+2\n", "1+2=3\nA:3\n", "1+2=4\nA:4\n"),
+           PreferencePair("Q:9*2\n", "9*2=18\nA:18\n", "A:1\n")]
+  batch = encode.stack_examples([encode.encode_preference(TOK, p, 24) for p in pairs])
+  r_c, r_r, nll = jax.jit(functools.partial(reward.pair_outcomes, lm=True),
+                          static_argnums=0)(config, params, batch)
+  for side, got in (("chosen", r_c), ("rejected", r_r)):
+    alone = reward_lib.jit_outcome_scores(config, params, batch[f"{side}_tokens"],
+                                          batch[f"{side}_mask"], batch[f"{side}_score_index"])
+    np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-6)
+  # The LM regularizer: mean NLL of the chosen responses' tokens (EOS included).
+  logits = np.asarray(models.logits(BACKBONE, params["backbone"], batch["chosen_tokens"]))
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  terms = [-logp[b, t - 1, batch["chosen_tokens"][b, t]] for b in range(2)
+           for t in range(batch["chosen_prompt_length"][b], batch["chosen_score_index"][b] + 1)]
+  np.testing.assert_allclose(nll, np.mean(terms), rtol=1e-5)
+
+
+def test_good_prefix_mask_stops_at_the_first_wrong_step():
+  batch = {"tokens": np.zeros((3, 10), np.int32), "mask": np.asarray([[1] * 9 + [0]] * 3),
+           "step_positions": np.asarray([[3, 5, 8]] * 3),
+           "step_labels": np.asarray([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.0, 1.0, 1.0]]),
+           "step_mask": np.asarray([[1, 1, 1], [1, 1, 1], [1, 1, 1]])}
+  np.testing.assert_array_equal(reward.good_prefix_mask(batch), [
+      [0, 1, 1, 1, 0, 0, 0, 0, 0, 0],   # step 0 good (ends at 3), step 1 wrong
+      [0, 1, 1, 1, 1, 1, 1, 1, 1, 0],   # every step good
+      [0] * 10])                        # the first step is wrong
