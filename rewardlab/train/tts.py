@@ -1,0 +1,358 @@
+"""Test-time scaling experiment: accuracy against N and against tokens, per method.
+
+`run(cfg, workdir)` loads an SFT policy (`sft.load_policy`), the reward models that
+are configured (or exact oracle verifiers for the arithmetic task), and runs every
+method of `rewardlab.search.methods` for N = 1, 2, 4, ..., N_max over held-out
+problems. Samples are reused across N where the method allows it:
+
+* majority, best-of-N and weighted best-of-N share one draw of N_max samples per
+  problem and are evaluated on its first n samples (`search.curves.accuracy_vs_n`);
+  the samples are scored in chunks that end at each n, so the reward tokens spent
+  up to n are exact; GenARM draws its own N_max guided samples the same way;
+* QAlign runs one chain of N_max states; its first n states are a chain of n;
+* beam search and DVTS are run once per n.
+
+It writes `tts_results.json` (per method: n, mean accuracy with 95% CI, generated
+and scored tokens per problem, per-problem correctness; plus the pass@n ceiling)
+and the plots `accuracy_vs_n.png` and `accuracy_vs_tokens.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import zlib
+from typing import Callable
+
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from rewardlab.eval.plots import plot_curves
+from rewardlab.search import budget as budget_lib
+from rewardlab.search import curves, methods
+from rewardlab.search.policy import LMPolicy
+from rewardlab.search.qalign import chain_vote
+from rewardlab.tasks import arithmetic, get_task
+from rewardlab.train import sft
+
+log = logging.getLogger(__name__)
+
+PREFIX_METHODS = ("majority", "best_of_n", "weighted_best_of_n")
+
+
+class ArithmeticOracle:
+  """Exact verifiers for the arithmetic task, with both scorer interfaces.
+
+  `score`: 1.0 if the completion's final answer is right, else 0.0. `score_steps`:
+  step k scores 1.0 iff no step up to k is wrong (`arithmetic.first_wrong_step`; a
+  missing later step is not held against a partial solution), else 0.0. The problem
+  is read back from the prompt. `tokens_scored` counts the characters of prompt
+  and text, as a character-level reward model would.
+  """
+
+  def __init__(self):
+    self.tokens_scored = 0
+
+  def score(self, prompts, completions) -> np.ndarray:
+    out = []
+    for prompt, text in zip(prompts, completions):
+      self.tokens_scored += len(prompt) + len(text)
+      out.append(float(arithmetic.is_correct(text, arithmetic.parse_prompt(prompt))))
+    return np.asarray(out)
+
+  def score_steps(self, prompts, steps_lists) -> list[np.ndarray]:
+    out = []
+    for prompt, steps in zip(prompts, steps_lists):
+      self.tokens_scored += len(prompt) + sum(len(s) + 1 for s in steps)
+      wrong = arithmetic.first_wrong_step(list(steps), arithmetic.parse_prompt(prompt))
+      if wrong == -1 or wrong >= len(steps):
+        wrong = len(steps)
+      out.append((np.arange(len(steps)) < wrong).astype(np.float64))
+    return out
+
+
+def held_out_problems(cfg: ml_collections.ConfigDict) -> list[arithmetic.Problem]:
+  p = cfg.problems
+  return arithmetic.generate_problems(p.num, seed=p.seed, num_ops=tuple(p.num_ops),
+                                      operand_max=p.operand_max, split="test")
+
+
+def load_scorers(cfg: ml_collections.ConfigDict) -> methods.Scorers:
+  """Scorers from `cfg.reward`: saved reward-model dirs and/or the arithmetic oracle."""
+  r = cfg.reward
+  if r.oracle and (r.outcome_dir or r.process_dir):
+    raise ValueError("reward.oracle replaces reward.outcome_dir / process_dir; set only one")
+  outcome = process = None
+  if r.oracle:
+    outcome = process = ArithmeticOracle()
+  guides = []
+  if r.outcome_dir or r.process_dir or r.guide_dirs:
+    from rewardlab.models import reward as reward_lib
+
+    def load(path, head):
+      config, params, tokenizer = reward_lib.load_reward_model(path)
+      if config.head not in head:
+        raise ValueError(f"{path}: a {config.head!r} reward model, expected one of {head}")
+      if tokenizer is None:
+        raise ValueError(f"{path}: no tokenizer saved beside the reward model")
+      return config, params, tokenizer
+
+    if r.outcome_dir:
+      outcome = reward_lib.sequence_scorer(*load(r.outcome_dir, ("outcome", "attributes")))
+    if r.process_dir:
+      process = reward_lib.ProcessScorer(*load(r.process_dir, ("process",)))
+    for path in r.guide_dirs:
+      config, params, _ = load(path, ("genarm",))
+      guides.append((config.backbone, params["backbone"]))
+  alphas = tuple(r.alphas) if r.alphas else (1.0,) * len(guides)
+  if len(alphas) != len(guides):
+    raise ValueError(f"reward.alphas has {len(alphas)} entries for {len(guides)} guide_dirs")
+  return methods.Scorers(outcome=outcome, process=process, guides=tuple(guides), alphas=alphas)
+
+
+@dataclasses.dataclass
+class _Context:
+  cfg: ml_collections.ConfigDict
+  task: object
+  problems: list
+  prompts: list[str]
+  policy: object
+  scorers: methods.Scorers
+  ns: tuple[int, ...]
+  bar: object
+  cache: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class MethodCurve:
+  """A method's `curve` (x = n; `curve.tokens` = generated tokens per problem) and the
+  reward-model tokens per problem `tokens_scored` `[len(ns)]`."""
+
+  curve: curves.Curve
+  tokens_scored: np.ndarray
+
+  def to_dict(self) -> dict:
+    c = self.curve
+    return {"n": c.x.astype(int).tolist(), "accuracy": c.mean.tolist(),
+            "ci_low": c.ci_low.tolist(), "ci_high": c.ci_high.tolist(),
+            "stderr": c.stderr.tolist(),
+            "tokens_generated": None if c.tokens is None else c.tokens.tolist(),
+            "tokens_scored": self.tokens_scored.tolist(),
+            "per_problem_correct": c.per_problem.astype(int).tolist()}
+
+
+def _rng(seed: int, *keys) -> np.random.Generator:
+  return np.random.default_rng([seed, *(zlib.crc32(str(k).encode()) for k in keys)])
+
+
+def _draw(ctx: _Context, name: str, policy, temperature: float) -> dict:
+  """N_max full samples per problem (cached per name), batched over problems."""
+  if name in ctx.cache:
+    return ctx.cache[name]
+  cfg, n_max = ctx.cfg, ctx.ns[-1]
+  texts, tokens = [], []
+  for start in range(0, len(ctx.prompts), cfg.batch_size):
+    chunk = ctx.prompts[start:start + cfg.batch_size]
+    out = budget_lib.sample(policy, budget_lib.Budget(), chunk, n_max,
+                            max_new_tokens=cfg.sampling.max_new_tokens, temperature=temperature,
+                            stop_at_step=False, rng=_rng(cfg.seed, name, start))
+    texts += [[c.text for c in row] for row in out]
+    tokens += [[c.num_tokens for c in row] for row in out]
+  draw = {"texts": texts, "tokens": np.asarray(tokens, np.float64),
+          "answers": [[ctx.task.extract_answer(t) for t in row] for row in texts],
+          "correct": np.asarray([[ctx.task.is_correct(t, p) for t in row]
+                                 for row, p in zip(texts, ctx.problems)])}
+  ctx.cache[name] = draw
+  return draw
+
+
+def _scores(ctx: _Context, draw: dict) -> tuple[np.ndarray, np.ndarray, str]:
+  """Rewards `[P, N_max]` of the plain draw, cumulative scored tokens per problem at each
+  n `[len(ns)]`, and the reward kind. Scored in chunks [n_{j-1}, n_j) over all problems."""
+  if "scores" in ctx.cache:
+    return ctx.cache["scores"]
+  scorer, kind = methods.reward_scorer(ctx.scorers, ctx.cfg.bon.reward)
+  num = len(ctx.problems)
+  scores = np.zeros((num, ctx.ns[-1]))
+  scored, budget = [], budget_lib.Budget()
+  for a, b in zip((0,) + ctx.ns[:-1], ctx.ns):
+    prompts = [ctx.prompts[i] for i in range(num) for _ in range(a, b)]
+    texts = [draw["texts"][i][j] for i in range(num) for j in range(a, b)]
+    chunk = budget_lib.solution_scores(scorer, budget, prompts, texts, kind=kind,
+                                       aggregation=ctx.cfg.bon.aggregation)
+    scores[:, a:b] = chunk.reshape(num, b - a)
+    scored.append(budget.tokens_scored / num)
+  ctx.cache["scores"] = (scores, np.asarray(scored), kind)
+  return ctx.cache["scores"]
+
+
+def _prefix_curve(ctx: _Context, name: str) -> MethodCurve:
+  draw = _draw(ctx, "samples", ctx.policy, ctx.cfg.sampling.temperature)
+  scores, scored = None, np.zeros(len(ctx.ns))
+  if name != "majority":
+    scores, scored, kind = _scores(ctx, draw)
+    if name == "weighted_best_of_n" and kind == "orm":
+      scores = 1.0 / (1.0 + np.exp(-scores))  # weights must be non-negative
+  curve = curves.accuracy_vs_n(draw["answers"], draw["correct"], scores, method=name, ns=ctx.ns,
+                               tokens=draw["tokens"])
+  ctx.bar.update(len(ctx.problems))
+  return MethodCurve(dataclasses.replace(curve, label=name), scored)
+
+
+def _genarm_curve(ctx: _Context, name: str) -> MethodCurve:
+  g = ctx.cfg.genarm
+  alphas = tuple(g.alphas) if g.alphas else ctx.scorers.alphas
+  guided = ctx.policy.with_guides(ctx.scorers.guides, alphas)
+  draw = _draw(ctx, "genarm", guided, g.temperature)
+  curve = curves.accuracy_vs_n(draw["answers"], draw["correct"], method="majority", ns=ctx.ns,
+                               tokens=draw["tokens"])
+  ctx.bar.update(len(ctx.problems))
+  return MethodCurve(dataclasses.replace(curve, label=name), np.zeros(len(ctx.ns)))
+
+
+def _curve(name: str, ns, correct: np.ndarray, generated: np.ndarray, scored: np.ndarray
+           ) -> MethodCurve:
+  """Curve from per-problem arrays `[len(ns), P]`."""
+  stats = np.array([curves.mean_confidence_interval(row) for row in correct])
+  curve = curves.Curve(x=np.asarray(ns, np.float64), mean=stats[:, 0], ci_low=stats[:, 1],
+                       ci_high=stats[:, 2], stderr=stats[:, 3], per_problem=correct, label=name,
+                       tokens=generated.mean(axis=1))
+  return MethodCurve(curve, scored.mean(axis=1))
+
+
+def _opts(ctx: _Context, name: str) -> dict:
+  s = ctx.cfg.sampling
+  return {"temperature": s.temperature, "max_new_tokens": s.max_new_tokens,
+          **ctx.cfg[{"beam_search": "beam"}.get(name, name)].to_dict()}
+
+
+def _per_n_curve(ctx: _Context, name: str) -> MethodCurve:
+  shape = (len(ctx.ns), len(ctx.problems))
+  correct, generated, scored = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+  for i, (problem, prompt) in enumerate(zip(ctx.problems, ctx.prompts)):
+    for j, n in enumerate(ctx.ns):
+      result = methods.run_method(name, prompt, policy=ctx.policy, scorers=ctx.scorers,
+                                  task=ctx.task, n=n, rng=_rng(ctx.cfg.seed, name, i, n),
+                                  **_opts(ctx, name))
+      correct[j, i] = ctx.task.is_correct(result.text, problem)
+      generated[j, i] = result.budget.tokens_generated
+      scored[j, i] = result.budget.tokens_scored
+    ctx.bar.update(1)
+  return _curve(name, ctx.ns, correct, generated, scored)
+
+
+def _qalign_curve(ctx: _Context, name: str) -> MethodCurve:
+  shape = (len(ctx.ns), len(ctx.problems))
+  correct, generated, scored = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+  burn_in = ctx.cfg.qalign.burn_in
+  for i, (problem, prompt) in enumerate(zip(ctx.problems, ctx.prompts)):
+    result = methods.run_method(name, prompt, policy=ctx.policy, scorers=ctx.scorers,
+                                task=ctx.task, n=ctx.ns[-1], rng=_rng(ctx.cfg.seed, name, i),
+                                **_opts(ctx, name))
+    chain, answers = result.extra["chain"], result.extra["answers"]
+    for j, n in enumerate(ctx.ns):  # the first n states are a chain of n states
+      k = chain_vote(answers, n, burn_in)
+      correct[j, i] = ctx.task.is_correct(chain.states[k].text, problem)
+      generated[j, i] = chain.budgets[n - 1].tokens_generated
+      scored[j, i] = chain.budgets[n - 1].tokens_scored
+    ctx.bar.update(1)
+  return _curve(name, ctx.ns, correct, generated, scored)
+
+
+# name -> (runner, what it needs: a predicate on the context and the reason when missing)
+RUNNERS: dict[str, Callable[[_Context, str], MethodCurve]] = {
+    "majority": _prefix_curve, "best_of_n": _prefix_curve, "weighted_best_of_n": _prefix_curve,
+    "beam_search": _per_n_curve, "dvts": _per_n_curve, "qalign": _qalign_curve,
+    "genarm": _genarm_curve,
+}
+
+
+def _missing(ctx: _Context, name: str) -> str | None:
+  """Why `name` cannot run with these scorers (None when it can)."""
+  s = ctx.scorers
+  if name in ("best_of_n", "weighted_best_of_n", "qalign"):
+    reward = ctx.cfg.bon.reward if name != "qalign" else ctx.cfg.qalign.reward
+    try:
+      methods.reward_scorer(s, reward)
+    except ValueError as e:
+      return str(e)
+  if name in ("beam_search", "dvts") and s.process is None:
+    return "needs a process reward model (reward.process_dir or reward.oracle)"
+  if name == "genarm" and (not s.guides or not hasattr(ctx.policy, "with_guides")):
+    return "needs GenARM guide models (reward.guide_dirs) and an LM policy"
+  return None
+
+
+def _check(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
+  unknown = sorted(set(cfg.methods) - set(RUNNERS))
+  if unknown:
+    raise ValueError(f"methods {unknown} are unknown; known: {sorted(RUNNERS)}")
+  ns = curves.default_ns(cfg.n_max)
+  for key in ("beam", "dvts"):
+    width = cfg[key].width
+    bad = [n for n in ns if n % min(width, n)]
+    if bad:
+      raise ValueError(f"{key}.width={width} does not divide n in {bad}; use powers of two")
+  return ns
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str, *, policy=None,
+        scorers: methods.Scorers | None = None) -> dict:
+  """Run every configured method; write the JSON results and the plots into `workdir`.
+
+  `policy` / `scorers` replace the ones `cfg` would load (tests pass scripted ones).
+  Returns the results dict that is also written to `tts_results.json`.
+  """
+  ns = _check(cfg)
+  os.makedirs(workdir, exist_ok=True)
+  if policy is None:
+    if not cfg.policy_dir:
+      raise ValueError("policy_dir is empty: pass --config.policy_dir=<sft workdir>/policy")
+    policy = LMPolicy(*sft.load_policy(cfg.policy_dir))
+  scorers = load_scorers(cfg) if scorers is None else scorers
+  task = get_task(cfg.task)
+  problems = held_out_problems(cfg)
+  with tqdm(total=len(cfg.methods) * len(problems), desc="tts", disable=not cfg.progress,
+            dynamic_ncols=True, mininterval=1.0) as bar:
+    ctx = _Context(cfg, task, problems, [task.prompt(p) for p in problems], policy, scorers, ns,
+                   bar)
+    results, skipped, seconds = {}, {}, {}
+    for name in cfg.methods:
+      reason = _missing(ctx, name)
+      if reason is not None:
+        skipped[name] = reason
+        bar.update(len(problems))
+        log.info("skipping %s: %s", name, reason)
+        continue
+      bar.set_postfix_str(name)
+      start = time.perf_counter()
+      results[name] = RUNNERS[name](ctx, name)
+      seconds[name] = time.perf_counter() - start
+  out = {"ns": list(ns), "num_problems": len(problems), "policy_dir": cfg.policy_dir,
+         "methods": {k: v.to_dict() for k, v in results.items()}, "skipped": skipped,
+         "seconds": seconds}
+  if "samples" in ctx.cache:  # the oracle ceiling of the plain draw
+    out["pass@n"] = MethodCurve(curves.pass_at_k_curve(ctx.cache["samples"]["correct"], ns),
+                                np.zeros(len(ns))).to_dict()
+  _write(workdir, out, results, ns)
+  return out
+
+
+def _write(workdir: str, out: dict, results: dict[str, MethodCurve], ns) -> None:
+  with open(os.path.join(workdir, "tts_results.json"), "w") as f:
+    json.dump(out, f, indent=2)
+  if not results:
+    return
+  by_n = {k: v.curve for k, v in results.items()}
+  if "pass@n" in out:
+    p = out["pass@n"]
+    by_n["pass@n (oracle)"] = {"x": ns, "mean": p["accuracy"], "ci_low": p["ci_low"],
+                               "ci_high": p["ci_high"]}
+  plot_curves(by_n, os.path.join(workdir, "accuracy_vs_n.png"), title="accuracy vs N")
+  plot_curves({k: v.curve.against_tokens() for k, v in results.items()},
+              os.path.join(workdir, "accuracy_vs_tokens.png"),
+              xlabel="generated tokens per problem", title="accuracy vs generated tokens")

@@ -1,0 +1,111 @@
+"""The test-time scaling experiment end to end at a tiny size (random policy, oracle scorers)."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import sft as sft_config
+from experiments.configs import tts as tts_config
+from rewardlab import models
+from rewardlab.data.tokenizers import CharTokenizer
+from rewardlab.search.methods import Scorers
+from rewardlab.search.policy import LMPolicy
+from rewardlab.train import sft, tts
+
+TOK = CharTokenizer.for_arithmetic()
+CONFIG = sft.model_config(sft_config.tiny(), TOK)
+PARAMS = models.init_params(CONFIG, jax.random.key(0))
+POLICY = LMPolicy(CONFIG, PARAMS, TOK)
+GUIDE = (CONFIG, jax.tree.map(lambda x: -1.5 * x, PARAMS))  # a second random model
+
+
+def _config(**changes):
+    cfg = tts_config.tiny().unlock()
+    for key, value in changes.items():
+        cfg[key] = value
+    return cfg.lock()
+
+
+def test_every_method_writes_well_formed_curves(tmp_path):
+    cfg = _config()
+    oracle = tts.ArithmeticOracle()
+    scorers = Scorers(outcome=oracle, process=oracle, guides=(GUIDE,), alphas=(1.0,))
+    out = tts.run(cfg, str(tmp_path), policy=POLICY, scorers=scorers)
+    saved = json.loads((tmp_path / "tts_results.json").read_text())
+    assert saved == json.loads(json.dumps(out))
+    assert saved["ns"] == [1, 2] and saved["num_problems"] == 2 and saved["skipped"] == {}
+    assert set(saved["methods"]) == set(cfg.methods)
+    for name, m in saved["methods"].items():
+        assert m["n"] == [1, 2]
+        correct = np.asarray(m["per_problem_correct"])
+        assert correct.shape == (2, 2) and set(correct.ravel()) <= {0, 1}
+        np.testing.assert_allclose(m["accuracy"], correct.mean(axis=1))
+        assert all(lo <= a <= hi for lo, a, hi in zip(m["ci_low"], m["accuracy"], m["ci_high"]))
+        assert 0 < m["tokens_generated"][0] <= m["tokens_generated"][1], name
+        assert m["tokens_scored"][0] <= m["tokens_scored"][1], name
+        needs_reward = name not in ("majority", "genarm")
+        assert (m["tokens_scored"][1] > 0) == needs_reward, name
+    # The plain methods share one draw: equal generated tokens, and pass@n bounds them all.
+    plain = [saved["methods"][k] for k in tts.PREFIX_METHODS]
+    assert all(m["tokens_generated"] == plain[0]["tokens_generated"] for m in plain)
+    assert all(a <= p + 1e-9 for m in plain for a, p in zip(m["accuracy"],
+                                                           saved["pass@n"]["accuracy"]))
+    for png in ("accuracy_vs_n.png", "accuracy_vs_tokens.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_methods_without_their_reward_model_are_skipped(tmp_path):
+    cfg = _config(methods=("majority", "best_of_n", "beam_search", "genarm"))
+    out = tts.run(cfg, str(tmp_path), policy=POLICY, scorers=Scorers())
+    assert list(out["methods"]) == ["majority"]
+    assert set(out["skipped"]) == {"best_of_n", "beam_search", "genarm"}
+    assert "process reward model" in out["skipped"]["beam_search"]
+
+
+def test_bad_configs_raise(tmp_path):
+    with pytest.raises(ValueError, match="unknown"):
+        tts.run(_config(methods=("mcts",)), str(tmp_path), policy=POLICY, scorers=Scorers())
+    with pytest.raises(ValueError, match="policy_dir is empty"):
+        tts.run(_config(), str(tmp_path), scorers=Scorers())
+    cfg = tts_config.tiny().unlock()
+    cfg.beam.width, cfg.n_max = 4, 6
+    with pytest.raises(ValueError, match="beam.width=4 does not divide"):
+        tts.run(cfg.lock(), str(tmp_path), policy=POLICY, scorers=Scorers())
+
+
+def test_oracle_scores_steps_up_to_the_first_wrong_one():
+    oracle = tts.ArithmeticOracle()
+    prompt = "Q:3+4*2\n"
+    got = oracle.score_steps([prompt] * 3, [["3+4=7", "7*2=15"], ["3+4=7"], ["3+4=7", "7*2=14",
+                                                                            "A:14"]])
+    assert [g.tolist() for g in got] == [[1.0, 0.0], [1.0], [1.0, 1.0, 1.0]]
+    assert oracle.score([prompt, prompt], ["3+4=7\n7*2=14\nA:14\n", "A:15\n"]).tolist() == [1, 0]
+    assert oracle.tokens_scored == 3 * 8 + (6 + 7) + 6 + (6 + 7 + 5) + 2 * 8 + 18 + 5
+
+
+def test_load_scorers_reads_saved_reward_models(tmp_path):
+    from rewardlab.models import reward as reward_lib
+
+    dirs = {}
+    for head in ("outcome", "process", "genarm"):
+        rm = reward_lib.RewardModelConfig(backbone=CONFIG, head=head)
+        shapes = jax.eval_shape(lambda key: reward_lib.init_head(rm, key), jax.random.key(0))
+        head_params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+        dirs[head] = str(tmp_path / head)
+        reward_lib.save_reward_model(dirs[head], rm, {"backbone": PARAMS, "head": head_params}, TOK)
+    cfg = tts_config.tiny().unlock()
+    cfg.reward.outcome_dir, cfg.reward.process_dir = dirs["outcome"], dirs["process"]
+    cfg.reward.guide_dirs, cfg.reward.alphas = (dirs["genarm"],), (0.5,)
+    scorers = tts.load_scorers(cfg)
+    assert isinstance(scorers.outcome, reward_lib.OutcomeScorer)
+    assert isinstance(scorers.process, reward_lib.ProcessScorer)
+    (guide_config, guide_params), = scorers.guides
+    assert guide_config.replace(head_dim=None) == CONFIG and scorers.alphas == (0.5,)
+    np.testing.assert_array_equal(guide_params["lm_head"], PARAMS["lm_head"])
+    cfg.reward.guide_dirs = (dirs["outcome"],)
+    with pytest.raises(ValueError, match="a 'outcome' reward model, expected one of"):
+        tts.load_scorers(cfg)
+    cfg.reward.oracle = True
+    with pytest.raises(ValueError, match="reward.oracle replaces"):
+        tts.load_scorers(cfg)
