@@ -1,0 +1,275 @@
+"""The RL loop at a tiny size: rewards by name, old log-probs, the update's direction,
+GRPO / PPO / TTRL / PRM-shaped runs and exact resumption."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments.configs import rl_grpo, rl_ppo, rl_prm, rl_ttrl
+from rewardlab import models
+from rewardlab.data.tokenizers import CharTokenizer
+from rewardlab.losses import group_advantages
+from rewardlab.tasks import arithmetic
+from rewardlab.train import rl, rl_rewards
+from rewardlab.train.step import RetraceError
+
+TOK = CharTokenizer.for_arithmetic()
+SEP = TOK.token_to_id("\n")
+PROBLEM = arithmetic.Problem(3, (("+", 4), ("*", 2)))  # 3+4=7, 7*2=14
+GOOD = "3+4=7\n7*2=14\nA:14\n"
+
+
+def make_rollout(texts, problems, group_size, *, eos=None, width=24):
+  """Rollout of hand-written completions; `eos[i]` False leaves row i without EOS."""
+  eos = [True] * len(texts) if eos is None else eos
+  ids = [TOK.encode(t) + ([TOK.eos_id] if e else []) for t, e in zip(texts, eos)]
+  tokens = np.zeros((len(texts), width), np.int32)
+  for i, row in enumerate(ids):
+    tokens[i, :len(row)] = row
+  return rl_rewards.Rollout(problems=list(problems), prompts=[p.prompt for p in problems],
+                            texts=list(texts), tokens=tokens,
+                            lengths=np.array([len(r) for r in ids]), has_eos=np.array(eos),
+                            group_size=group_size, separator_id=SEP)
+
+
+# --------------------------------------------------------------------------- rewards
+
+
+def test_verifier_and_ttrl_rewards():
+  other = arithmetic.Problem(5, (("-", 2), ("+", 1)))  # answer 4
+  texts = [GOOD, "3+4=7\n7*2=15\nA:15\n", "A:14\n", "1+1=2", "A:4\n", "A:5\n", "QQ", "A:5\n"]
+  rollout = make_rollout(texts, [PROBLEM] * 4 + [other] * 4, group_size=4)
+  v = rl_rewards.get_reward("verifier")(rollout)
+  np.testing.assert_array_equal(v.scores, [1, 0, 1, 0, 1, 0, 0, 0])
+  assert v.token_rewards.shape == (8, 24) and not v.token_rewards.any()
+  t = rl_rewards.get_reward("ttrl")(rollout)
+  # Group 1: answers 14, 15, 14, None -> majority 14. Group 2: 4, 5, None, 5 -> 5 (wrong).
+  np.testing.assert_array_equal(t.scores, [1, 0, 1, 0, 0, 1, 0, 1])
+  np.testing.assert_array_equal(t.correct, v.correct)
+  assert t.metrics["ttrl_label_accuracy"] == 0.5
+
+
+def test_outcome_rm_reward_calls_the_scorer_with_text():
+  calls = []
+
+  class LengthScorer:
+    def score(self, prompts, completions):
+      calls.append((list(prompts), list(completions)))
+      return np.array([len(c) for c in completions], np.float32)
+
+  rollout = make_rollout([GOOD, "A:14\n"], [PROBLEM] * 2, group_size=2)
+  r = rl_rewards.make_reward_fn("outcome_rm", outcome_scorer=LengthScorer())(rollout)
+  np.testing.assert_array_equal(r.scores, [len(GOOD), 5])
+  assert calls == [([PROBLEM.prompt] * 2, [GOOD, "A:14\n"])]
+
+
+class ScriptedPRM:
+  """Step probabilities looked up by step text (default 0.5)."""
+
+  def __init__(self, table):
+    self.table, self.calls = table, []
+
+  def score_steps(self, prompts, steps):
+    self.calls.append([list(s) for s in steps])
+    return [np.array([self.table.get(x, 0.5) for x in s], np.float32) for s in steps]
+
+
+def test_prm_dense_places_clip_delta_rewards_at_step_ends():
+  prm = ScriptedPRM({"3+4=7": 0.9, "7*2=14": 0.2, "A:14": 0.7, "3+4=8": 0.1})
+  texts = [GOOD, "3+4=8\n8*2=1"]  # the second is truncated: one finished step, no EOS
+  rollout = make_rollout(texts, [PROBLEM] * 2, group_size=2, eos=[True, False])
+  r = rl_rewards.make_reward_fn("prm_dense", process_scorer=prm, eta=0.5,
+                                success_weight=1.0)(rollout)
+  assert prm.calls == [[["3+4=7", "7*2=14", "A:14"], ["3+4=8"]]]
+  # Clip: min(p - 0.5, 0) = [0, -0.3, 0]; Delta: [0 - (-0.3), -0.3 - 0, 0].
+  expected = np.zeros((2, 24), np.float32)
+  expected[0, [5, 12, 17]] = [0.3, -0.3, 0.0]
+  expected[0, 18] += 1.0  # success at the EOS (length 19)
+  # Row 2: its only step is its last step -> 0; wrong answer -> no success reward.
+  np.testing.assert_allclose(r.token_rewards, expected, atol=1e-6)
+  np.testing.assert_allclose(r.returns, [1.0, 0.0], atol=1e-6)
+
+
+def test_prm_dense_repeating_good_steps_cannot_raise_the_return():
+  prm = ScriptedPRM({"3+4=7": 0.99, "A:14": 0.3})
+  short = "3+4=7\nA:14\n"
+  padded = "3+4=7\n" * 6 + "A:14\n"
+  rollout = make_rollout([short, padded], [PROBLEM] * 2, group_size=2, width=48)
+  r = rl_rewards.make_reward_fn("prm_dense", process_scorer=prm, eta=0.5)(rollout)
+  assert r.returns[1] <= r.returns[0] + 1e-6
+
+
+def test_informative_groups_come_first_and_rows_stay_grouped():
+  returns = np.array([1, 1, 0, 1, 0, 0, 1, 0], np.float32)  # groups of 2: spread 0, 1, 0, 1
+  np.testing.assert_array_equal(rl_rewards.informative_groups(returns, 2, 2), [1, 3])
+  np.testing.assert_array_equal(rl_rewards.informative_groups(returns, 2, 3), [0, 1, 3])
+  batch = {"scores": returns, "tokens": np.arange(16).reshape(8, 2)}
+  taken = rl_rewards.take_groups(batch, np.array([1, 3]), 2)
+  np.testing.assert_array_equal(taken["scores"], [0, 1, 1, 0])
+  np.testing.assert_array_equal(taken["tokens"][:, 0], [4, 6, 12, 14])
+  with pytest.raises(ValueError, match="keep=5 groups out of 4"):
+    rl_rewards.informative_groups(returns, 2, 5)
+
+
+def test_reward_errors_are_clear():
+  with pytest.raises(ValueError, match="unknown reward 'nope'"):
+    rl_rewards.get_reward("nope")
+  rollout = make_rollout([GOOD], [PROBLEM], group_size=1)
+
+  class Short:
+    def score_steps(self, prompts, steps):
+      return [np.array([0.5])]
+
+  with pytest.raises(ValueError, match="1 step scores for completion 0, which has 3 steps"):
+    rl_rewards.make_reward_fn("prm_dense", process_scorer=Short())(rollout)
+  with pytest.raises(ValueError, match="group_size=3 must divide"):
+    make_rollout([GOOD, GOOD], [PROBLEM] * 2, group_size=3)
+  with pytest.raises(ValueError, match="advantage 'gae' goes with loss 'ppo'"):
+    rl.Algorithm(advantage="gae", loss="grpo")
+
+
+# --------------------------------------------------------------------------- update
+
+
+@pytest.fixture(scope="module")
+def tiny_policy():
+  """A random policy and one rollout with the shapes of the tiny runs (shared compiles)."""
+  cfg = rl_grpo.tiny()
+  config, params, tok = rl.load_policy(cfg, 64)
+  problems = [PROBLEM, arithmetic.Problem(12, (("-", 5), ("+", 30)))]
+  rollout, batch = rl_rewards.sample_rollout(
+      config, params, tok, problems, group_size=cfg.rollout.group_size,
+      max_new_tokens=cfg.rollout.max_new_tokens, rng=jax.random.PRNGKey(0),
+      max_prompt_length=cfg.rollout.max_prompt_length)
+  return config, params, rollout, batch
+
+
+def test_old_logprobs_equal_the_samplers(tiny_policy):
+  config, params, rollout, batch = tiny_policy
+  out = jax.jit(rl.policy_outputs, static_argnums=0)(config, {"policy": params},
+                                                      jax.tree.map(jnp.asarray, batch))
+  mask = batch["completion_mask"].astype(bool)
+  assert mask.sum() > 10 and rollout.lengths.min() >= 1
+  np.testing.assert_allclose(np.asarray(out["logp"])[mask], batch["sampler_logprobs"][mask],
+                             atol=1e-4)
+  assert np.all(np.asarray(out["logp"])[mask] < 0)
+
+
+def _seq_logp(config, params, batch):
+  out = rl.policy_outputs(config, {"policy": params}, jax.tree.map(jnp.asarray, batch))
+  return np.asarray((out["logp"] * batch["completion_mask"]).sum(-1))
+
+
+def _mean_token_logp(config, params, batch):
+  out = rl.policy_outputs(config, {"policy": params}, jax.tree.map(jnp.asarray, batch))
+  mask = batch["completion_mask"]
+  return np.asarray((out["logp"] * mask).sum(-1) / np.maximum(mask.sum(-1), 1))
+
+
+@pytest.mark.parametrize("module", [rl_grpo, rl_ppo])
+def test_update_raises_the_likelihood_of_rewarded_completions(tiny_policy, module):
+  # The tiny runs' algorithm, optimizer and shapes: this shares their compiled update.
+  cfg = module.tiny()
+  config, params, rollout, batch = tiny_policy
+  scores = np.array([1, 0, 0, 1], np.float32)  # two winners in the first group of 4
+  batch = rl_rewards.take_groups({**batch, "has_eos": rollout.has_eos}, np.array([0]), 4)
+  batch.update(scores=scores, token_rewards=np.zeros_like(batch["sampler_logprobs"]))
+  algo = rl.algorithm_from_config(cfg)
+  tx = rl.make_optimizer(cfg.optim.learning_rate, cfg.optim.warmup_steps * algo.updates_per_step,
+                         cfg.optim.weight_decay, cfg.optim.clip_norm, cfg.optim.b2)
+  state_params = {"policy": jax.tree.map(jnp.copy, params)}
+  if algo.uses_values:
+    state_params["value"] = rl.init_value_head(config.hidden_size)
+  state = rl.RLState.create(state_params, tx, seed=0)
+  update = rl.make_update(config, algo, tx, jax.tree.map(jnp.copy, params))
+  state, metrics = update(state, jax.tree.map(jnp.asarray, batch))
+  assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+  assert float(metrics["sampler_logprob_diff"]) < 1e-4
+  delta = (_mean_token_logp(config, state.params["policy"], batch)
+           - _mean_token_logp(config, params, batch))
+  assert delta[scores == 1].mean() > delta[scores == 0].mean()
+  if algo.loss == "grpo":  # the grpo surrogate is Σ_i A_i · mean_t log π: it must rise
+    adv = np.asarray(group_advantages(jnp.asarray(scores), algo.group_size))
+    assert float(adv @ delta) > 0
+  with pytest.raises(RetraceError):
+    update(state, jax.tree.map(lambda x: jnp.asarray(x)[:2], batch))
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _final_state(workdir):
+  manager = ocp.CheckpointManager(str(workdir / "checkpoints"))
+  restored = manager.restore(manager.latest_step(),
+                             args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  return restored["state"]
+
+
+_TIMING = ("sample_seconds", "step_seconds", "tokens_per_s", "eval/elapsed_s")
+
+
+def _records(path):
+  return [{k: v for k, v in json.loads(line).items() if k not in _TIMING}
+          for line in open(path)]
+
+
+def test_grpo_run_resumes_exactly(tmp_path):
+  cfg = rl_grpo.tiny()
+  full = rl.run(cfg, str(tmp_path / "full"))
+  assert full["steps"] == cfg.train.steps
+  assert rl.run(cfg, str(tmp_path / "resumed"), stop_after=2) == {"stopped_at": 2}
+  rl.run(cfg, str(tmp_path / "resumed"))
+  a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "resumed")
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  records = _records(tmp_path / "full" / "train_metrics.jsonl")
+  assert records == _records(tmp_path / "resumed" / "train_metrics.jsonl")
+  assert [r["step"] for r in records] == [1, 2, 3, 4]
+  for key in ("reward_mean", "reward_std", "accuracy", "kl", "entropy", "clip_fraction",
+              "response_length", "grad_norm", "loss", "eval/pass1_greedy"):
+    assert key in records[-1] and np.isfinite(records[-1][key]), key
+  assert max(r["sampler_logprob_diff"] for r in records) < 1e-4
+  assert all(r["update_informative_fraction"] in (0.0, 1.0) for r in records)
+  evals = [json.loads(l) for l in open(tmp_path / "full" / "eval_metrics.jsonl")]
+  assert [e["step"] for e in evals] == [0, 2, 4] and "maj4" in evals[0]
+  assert (tmp_path / "full" / "rl_curves.png").stat().st_size > 10_000
+  assert json.loads((tmp_path / "full" / "rl_results.json").read_text())["steps"] == 4
+
+
+class LengthRM:
+  """Outcome scorer that prefers short completions: r = 1 - len / 12."""
+
+  def score(self, prompts, completions):
+    return np.array([1.0 - len(c) / 12 for c in completions], np.float32)
+
+
+def test_ppo_run_with_an_outcome_rm_trains_the_value_head(tmp_path):
+  cfg = rl_ppo.tiny().unlock()
+  cfg.reward.name = "outcome_rm"
+  result = rl.run(cfg.lock(), str(tmp_path), outcome_scorer=LengthRM())
+  assert result["steps"] == cfg.train.steps
+  state = _final_state(tmp_path)
+  assert float(np.abs(np.asarray(state["params"]["value"]["kernel"])).sum()) > 0
+  records = _records(tmp_path / "train_metrics.jsonl")
+  assert all(np.isfinite(r["value_loss"]) for r in records)
+  assert "value_clip_fraction" in records[-1] and "rm_score_correct_corr" in records[-1]
+
+
+def test_ttrl_run_uses_majority_labels_on_eval_prompts(tmp_path):
+  result = rl.run(rl_ttrl.tiny(), str(tmp_path))
+  assert result["steps"] == 4
+  last = _records(tmp_path / "train_metrics.jsonl")[-1]
+  assert 0.0 <= last["ttrl_label_accuracy"] <= 1.0
+
+
+def test_prm_run_with_a_scripted_scorer(tmp_path):
+  prm = ScriptedPRM({})
+  result = rl.run(rl_prm.tiny(), str(tmp_path), process_scorer=prm)
+  assert result["steps"] == 4 and len(prm.calls) == 4
+  last = _records(tmp_path / "train_metrics.jsonl")[-1]
+  assert "prm_step_prob" in last
