@@ -14,7 +14,9 @@ from rewardlab import models
 from rewardlab.data import encode
 from rewardlab.data.formats import PreferencePair
 from rewardlab.data.tokenizers import CharTokenizer
+from rewardlab.eval import reward_model as report_lib
 from rewardlab.models import reward as reward_lib
+from rewardlab.tasks import arithmetic, rm_data
 from rewardlab.train import reward
 
 TOK = CharTokenizer.for_arithmetic()
@@ -178,3 +180,59 @@ def test_good_prefix_mask_stops_at_the_first_wrong_step():
       [0, 1, 1, 1, 0, 0, 0, 0, 0, 0],   # step 0 good (ends at 3), step 1 wrong
       [0, 1, 1, 1, 1, 1, 1, 1, 1, 0],   # every step good
       [0] * 10])                        # the first step is wrong
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def test_pairwise_and_step_reports_by_hand():
+  report = report_lib.pairwise_report([2.0, 0.0, 1.0], [1.0, 0.0, 3.0])
+  assert report["pairwise_accuracy"] == pytest.approx(1 / 3)  # the tie counts as wrong
+  assert report["ties"] == pytest.approx(1 / 3)
+  assert report["mean_margin"] == pytest.approx(-1 / 3)
+  assert report["calibration"]["n"] == 6  # both orders of every pair
+  steps = report_lib.step_report([np.asarray([0.9, 0.2, 0.8]), np.asarray([0.9, 0.9])], [1, -1])
+  assert steps["processbench_f1"] == 1.0
+  # Judged steps: row 0 up to its first error (labels 1, 0), row 1 all (1, 1).
+  assert steps["calibration"]["brier"] == pytest.approx((0.01 + 0.04 + 0.01 + 0.01) / 4)
+  assert report_lib.first_error_label([1.0, 0.7, 0.2, 1.0]) == 2
+  assert report_lib.first_error_label([1.0, 1.0]) == -1
+
+
+def test_evaluate_files_scores_benchmark_rows(tmp_path):
+  """RewardBench v1/v2 and ProcessBench rows go through the text scorers."""
+  config = reward_lib.RewardModelConfig(backbone=BACKBONE)
+  params = reward_lib.init_reward_model(config, jax.random.key(2),
+                                        backbone_params=_backbone_params())
+  v1 = [{"id": i, "prompt": "Q:1+2\n", "chosen": "1+2=3\nA:3\n", "rejected": f"A:{i}\n",
+         "subset": subset} for i, subset in enumerate(["alpacaeval-easy", "mt-bench-hard",
+                                                       "donotanswer", "math-prm"])]
+  v2 = [{"id": "ref:0", "prompt": "Q:2*3\n", "chosen": ["2*3=6\nA:6\n"],
+         "rejected": ["A:5\n", "A:7\n", "A:8\n"], "num_correct": 1, "subset": "Math"}]
+  paths = {}
+  for name, rows in (("v1", v1), ("v2", v2)):
+    paths[name] = tmp_path / f"{name}.jsonl"
+    paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+  report = report_lib.evaluate_files([str(paths["v1"])], "rewardbench", config, params, TOK)
+  scores = reward_lib.OutcomeScorer(config, params, TOK).score(
+      [r["prompt"] for r in v1] * 2, [r["chosen"] for r in v1] + [r["rejected"] for r in v1])
+  expected = {r["subset"]: float(scores[i] > scores[4 + i]) for i, r in enumerate(v1)}
+  assert report["subsets"] == expected and set(report["sections"]) == set(
+      ["Chat", "Chat Hard", "Safety", "Reasoning"])
+  report2 = report_lib.evaluate_files([str(paths["v2"])], "rewardbench2", config, params, TOK)
+  assert report2["counts"] == {"Math": 1} and report2["num_pairs"] == 3
+  out = report_lib.write_report(str(tmp_path / "out"), report2, name="v2")
+  assert json.loads(open(out["json"]).read())["subsets"] == report2["subsets"]
+  assert (tmp_path / "out" / "v2_reliability.png").stat().st_size > 0
+  process = config.replace(head="process")
+  with pytest.raises(ValueError, match="no sequence-level score for head 'process'"):
+    report_lib.evaluate_files([str(paths["v1"])], "rewardbench", process, params, TOK)
+  problems = arithmetic.generate_problems(4, seed=0)
+  rows = rm_data.processbench_rows(problems, np.random.default_rng(0))
+  path = rm_data.write_jsonl(str(tmp_path / "gsm8k.jsonl"), rows)  # the file names the split
+  process_params = reward_lib.init_reward_model(process, jax.random.key(3),
+                                                backbone_params=_backbone_params())
+  pb = report_lib.evaluate_files([path], "processbench", process, process_params, TOK)
+  assert list(pb["splits"]) == ["gsm8k"] and pb["num_solutions"] == 4
+  assert pb["tokens_scored"] == sum(
+      1 + len(r["problem"]) + sum(len(s) + 1 for s in r["steps"]) for r in rows)

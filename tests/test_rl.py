@@ -10,7 +10,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import rl_grpo, rl_ppo, rl_prm, rl_ttrl
-from rewardlab import models
 from rewardlab.data.tokenizers import CharTokenizer
 from rewardlab.losses import group_advantages
 from rewardlab.tasks import arithmetic
@@ -157,11 +156,6 @@ def test_old_logprobs_equal_the_samplers(tiny_policy):
   np.testing.assert_allclose(np.asarray(out["logp"])[mask], batch["sampler_logprobs"][mask],
                              atol=1e-4)
   assert np.all(np.asarray(out["logp"])[mask] < 0)
-
-
-def _seq_logp(config, params, batch):
-  out = rl.policy_outputs(config, {"policy": params}, jax.tree.map(jnp.asarray, batch))
-  return np.asarray((out["logp"] * batch["completion_mask"]).sum(-1))
 
 
 def _mean_token_logp(config, params, batch):

@@ -7,9 +7,9 @@ hidden states (shared trunk; loss = clipped surrogate (bnpo) + vf_coef · clippe
 
 Run:      python experiments/rl.py --config experiments/configs/rl_ppo.py \
               --config.policy_dir=runs/sft/policy --workdir runs/rl_ppo
-Runtime:  ~13-15 minutes on a 2-core CPU under load (100 steps, the GRPO config's rollouts).
-Expected: held-out greedy pass@1 above the SFT policy's (rl_results.json
-          `gain_pass1_greedy` > 0); curves in rl_curves.png.
+Runtime:  ~10 minutes on the shared 2-core CPU at load ~6 (100 steps, GRPO's rollouts).
+Expected: held-out greedy pass@1 above the SFT policy's; measured 85.7% -> 89.3% (+3.7
+          points, 618 s). rl_results.json `gain_pass1_greedy`, curves in rl_curves.png.
 """
 
 from experiments.configs import rl_grpo

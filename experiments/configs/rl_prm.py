@@ -11,10 +11,11 @@ credit assignment.
 Run:      python experiments/rl.py --config experiments/configs/rl_prm.py \
               --config.policy_dir=runs/sft/policy --config.reward.model_dir=runs/rm_prm/reward_model \
               --workdir runs/rl_prm
-Runtime:  ~15 minutes on a 2-core CPU (100 steps; PRM scoring adds ~20%).
-Expected: no reward hacking: response length and step count stay near the SFT policy's,
-          rollout accuracy and held-out pass@1 do not fall while the return rises
-          (rl_curves.png).
+Runtime:  ~5 minutes on the shared 2-core CPU at load ~4 (100 steps; PRM scoring included).
+Expected: no reward hacking: response length and step count stay at the SFT policy's,
+          the return tracks rollout accuracy, held-out pass@1 does not fall. Measured with
+          a PRM of ProcessBench F1 0.71 (1,000 steps of `rm_prm.py`): 85.7% -> 88.3% greedy
+          pass@1 (+2.7 points), length ~35 tokens and ~4 steps throughout (rl_curves.png).
 """
 
 from experiments.configs import rl_ppo

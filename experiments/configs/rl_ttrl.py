@@ -4,10 +4,10 @@ for training; `ttrl_label_accuracy` logs how often the majority is right).
 
 Run:      python experiments/rl.py --config experiments/configs/rl_ttrl.py \
               --config.policy_dir=runs/sft/policy --workdir runs/rl_ttrl
-Runtime:  ~10-15 minutes on a 2-core CPU (100 steps of 16 prompts x 8 samples).
-Expected: greedy pass@1 on those prompts moves towards the SFT policy's maj@8 (the
-          policy learns to say its own consensus answer); it cannot exceed what the
-          majority knows.
+Runtime:  ~6 minutes on the shared 2-core CPU at load ~4 (100 steps).
+Expected: the pseudo-reward (agreement with the group's majority) rises; accuracy can only
+          move towards what the majority knows. Measured from the SFT policy: agreement
+          0.84 -> 0.94 over 100 steps, greedy pass@1 on the prompts unchanged (85.7%).
 """
 
 from experiments.configs import rl_grpo

@@ -15,7 +15,7 @@ from experiments.configs import rm_bt
 
 
 def _scaled_bt(c):
-  c = rm_bt.from_scratch(c)
+  c = rm_bt.lm_regularized(c)
   c.kind = "scaled_bt"
   return c
 

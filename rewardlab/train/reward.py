@@ -13,7 +13,6 @@ and the reliability diagram (`workdir/rm_results_reliability.png`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import Callable
