@@ -109,3 +109,34 @@ def test_load_scorers_reads_saved_reward_models(tmp_path):
     cfg.reward.oracle = True
     with pytest.raises(ValueError, match="reward.oracle replaces"):
         tts.load_scorers(cfg)
+
+
+class _ConstantScorer:
+    """An outcome scorer that prefers the answers `prefer` picks (1.0) over the rest (0.0)."""
+
+    def __init__(self, prefer):
+        self.prefer, self.tokens_scored = prefer, 0
+
+    def score(self, prompts, completions):
+        self.tokens_scored += 3 * len(completions)  # a distinct count from the oracle's
+        return np.array([float(self.prefer(c)) for c in completions])
+
+
+def test_reward_suffix_pins_the_scorer_of_best_of_n(tmp_path):
+    # best_of_n_orm uses the outcome scorer and best_of_n_prm the process scorer, whatever
+    # bon.reward says; the bare name follows bon.reward ("auto" = prm when there is one).
+    oracle = tts.ArithmeticOracle()
+    wrong_first = _ConstantScorer(lambda text: not text)  # prefers nothing: first sample
+    cfg = _config(methods=("best_of_n", "best_of_n_orm", "best_of_n_prm",
+                           "weighted_best_of_n_orm"), n_max=2)
+    out = tts.run(cfg, str(tmp_path), policy=POLICY,
+                  scorers=Scorers(outcome=wrong_first, process=oracle))
+    m = out["methods"]
+    assert m["best_of_n"]["per_problem_correct"] == m["best_of_n_prm"]["per_problem_correct"]
+    assert m["best_of_n_orm"]["tokens_scored"] == m["weighted_best_of_n_orm"]["tokens_scored"]
+    assert m["best_of_n_orm"]["tokens_scored"] != m["best_of_n_prm"]["tokens_scored"]
+    assert tts.split_reward("weighted_best_of_n_prm") == ("weighted_best_of_n", "prm")
+    assert tts.split_reward("majority") == ("majority", None)
+    skipped = tts.run(_config(methods=("best_of_n_orm",)), str(tmp_path / "s"), policy=POLICY,
+                      scorers=Scorers(process=oracle))["skipped"]
+    assert "outcome" in skipped["best_of_n_orm"]

@@ -224,6 +224,10 @@ def sample_completions(config, params, tokenizer, problems: Sequence[Problem], *
     gen = generate(config, params, prompts, max_new_tokens=max_new_tokens,
                    temperature=temperature, stop_tokens=(tokenizer.eos_id,),
                    num_samples=num_samples, rng=key, pad_id=tokenizer.pad_id)
-    texts = [tokenizer.decode(ids) for ids in gen.completions()]
+    # ids past the tokenizer's vocabulary (the model's is padded to a multiple of 8) can be
+    # sampled at temperature 1 and have no text: dropped, as the RL sampler does.
+    size = getattr(tokenizer, "vocab_size", None)
+    texts = [tokenizer.decode([i for i in ids if size is None or 0 <= i < size])
+             for ids in gen.completions()]
     out += [texts[j * num_samples:(j + 1) * num_samples] for j in range(len(chunk))]
   return out

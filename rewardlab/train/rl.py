@@ -322,6 +322,20 @@ def _reward_options(cfg, tokenizer, outcome_scorer, process_scorer) -> dict:
           "success_weight": cfg.reward.success_weight}
 
 
+def _problems(cfg) -> tuple[list, list]:
+  """(training prompts, held-out problems). The held-out set is the SFT evaluation set;
+  `data.prompts = "eval"` trains on it without its labels (TTRL)."""
+  if cfg.data.prompts not in ("train", "eval"):
+    raise ValueError(f"data.prompts must be 'train' or 'eval', got {cfg.data.prompts!r}")
+  test = sft.test_problems(cfg)
+  if cfg.data.prompts == "eval":
+    return test, test
+  train = arithmetic.generate_problems(
+      cfg.data.num_train, seed=cfg.seed + 1, num_ops=tuple(cfg.data.num_ops),
+      operand_max=cfg.data.operand_max, split="train")
+  return train, test
+
+
 def _append_jsonl(path: str, record: dict) -> None:
   with open(path, "a") as f:
     f.write(json.dumps(record) + "\n")
@@ -332,7 +346,8 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   """Train with RL (resuming from `workdir/checkpoints`), evaluate, plot. Returns results.
 
   Writes `train_metrics.jsonl` (every step), `eval_metrics.jsonl` (step 0, every
-  `train.eval_every` steps, the end), `rl_curves.png` and `rl_results.json`.
+  `train.eval_every` steps, the end), `rl_curves.png`, `rl_results.json` and the final
+  policy in `policy/` (the SFT policy's format).
   `stop_after` ends this invocation after that many total steps, as an interruption.
   """
   os.makedirs(workdir, exist_ok=True)
@@ -350,12 +365,7 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   reward_fn = rl_rewards.make_reward_fn(
       cfg.reward.name, **_reward_options(cfg, tokenizer, outcome_scorer, process_scorer))
 
-  if cfg.data.prompts not in ("train", "eval"):
-    raise ValueError(f"data.prompts must be 'train' or 'eval', got {cfg.data.prompts!r}")
-  test = sft.test_problems(cfg)
-  train = test if cfg.data.prompts == "eval" else arithmetic.generate_problems(
-      cfg.data.num_train, seed=cfg.seed + 1, num_ops=tuple(cfg.data.num_ops),
-      operand_max=cfg.data.operand_max, split="train")
+  train, test = _problems(cfg)
   data = pipeline.make_iterator([{"index": np.int32(i)} for i in range(len(train))],
                                 batch_size=cfg.rollout.batch_size, seed=cfg.seed)
   step_fn = rl_rewards.RLStep(
@@ -366,9 +376,10 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   t_start = time.perf_counter()
 
   def run_eval(step: int, params) -> dict:
-    record = rl_rewards.evaluate(mconfig, params, tokenizer, test, max_new_tokens=cfg.eval.max_new_tokens,
-                      maj_k=cfg.eval.maj_k, maj_problems=cfg.eval.maj_problems,
-                      rng=jax.random.PRNGKey(cfg.seed + 7))
+    record = rl_rewards.evaluate(
+        mconfig, params, tokenizer, test, max_new_tokens=cfg.eval.max_new_tokens,
+        maj_k=cfg.eval.maj_k, maj_problems=cfg.eval.maj_problems,
+        rng=jax.random.PRNGKey(cfg.seed + 7))
     record = {"step": step, "elapsed_s": time.perf_counter() - t_start, **record}
     _append_jsonl(eval_path, record)
     return record
@@ -392,7 +403,10 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   if not result.finished:
     return {"stopped_at": int(result.state.step)}
   evals = metrics_lib.read_jsonl(eval_path)
+  policy_dir = os.path.join(workdir, "policy")
+  sft.save_policy(policy_dir, mconfig, result.state.params["policy"], tokenizer)
   results = {"steps": int(result.state.step), "rl_seconds_this_run": result.seconds,
+             "policy_dir": policy_dir,
              "load_average": os.getloadavg(), "start": evals[0], "final": evals[-1],
              "gain_pass1_greedy": evals[-1]["pass1_greedy"] - evals[0]["pass1_greedy"],
              "curves": plot_rl_curves(workdir, os.path.join(workdir, "rl_curves.png"))}
@@ -409,7 +423,8 @@ def plot_rl_curves(workdir: str, path: str) -> str:
   evals = metrics_lib.read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))
   series = lambda rows, key: ([r["step"] for r in rows if key in r],
                               [r[key] for r in rows if key in r])
-  panels = [("train", ["reward_mean", "accuracy"], "rollout return / accuracy"),
+  panels = [("train", ["reward_mean", "accuracy", "prm_step_prob", "ttrl_label_accuracy"],
+             "rollout return / accuracy"),
             ("eval", ["pass1_greedy", "pass1_sampled"] +
              [k for k in (evals[0] if evals else {}) if k.startswith("maj")], "held-out"),
             ("train", ["kl", "kl_ref_rollout", "approx_kl"], "KL to reference / to π_old"),

@@ -308,10 +308,9 @@ def rollout_metrics(rollout: Rollout, rewards: Rewards) -> dict:
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(config, params, tokenizer, problems, *, max_new_tokens: int,
-             maj_k: int = 0, maj_problems: int = 0, rng=None, batch_size: int = 100) -> dict:
-  """Held-out greedy pass@1 (overall and per K); with `maj_k`, also sampled pass@1 and
-  maj@k (temperature 1) on `maj_problems` problems evenly spaced through `problems`."""
+def greedy_correct(config, params, tokenizer, problems, *, max_new_tokens: int,
+                   batch_size: int = 100) -> np.ndarray:
+  """Per-problem correctness `[P]` (bool) of greedy decoding."""
   correct = []
   for start in range(0, len(problems), batch_size):
     chunk = problems[start:start + batch_size]
@@ -320,7 +319,15 @@ def evaluate(config, params, tokenizer, problems, *, max_new_tokens: int,
                    stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
     correct += [arithmetic.is_correct(decode_completion(tokenizer, ids), p)
                 for p, ids in zip(chunk, out.completions())]
-  correct = np.array(correct)
+  return np.array(correct, dtype=bool)
+
+
+def evaluate(config, params, tokenizer, problems, *, max_new_tokens: int,
+             maj_k: int = 0, maj_problems: int = 0, rng=None, batch_size: int = 100) -> dict:
+  """Held-out greedy pass@1 (overall and per K); with `maj_k`, also sampled pass@1 and
+  maj@k (temperature 1) on `maj_problems` problems evenly spaced through `problems`."""
+  correct = greedy_correct(config, params, tokenizer, problems, max_new_tokens=max_new_tokens,
+                           batch_size=batch_size)
   ops = np.array([p.num_ops for p in problems])
   result = {"pass1_greedy": float(correct.mean())}
   result.update({f"pass1_greedy_k{k}": float(correct[ops == k].mean()) for k in sorted(set(ops))})

@@ -42,6 +42,7 @@ from rewardlab.train import sft
 log = logging.getLogger(__name__)
 
 PREFIX_METHODS = ("majority", "best_of_n", "weighted_best_of_n")
+REWARD_SUFFIXES = ("orm", "prm")
 
 
 class ArithmeticOracle:
@@ -170,12 +171,12 @@ def _draw(ctx: _Context, name: str, policy, temperature: float) -> dict:
   return draw
 
 
-def _scores(ctx: _Context, draw: dict) -> tuple[np.ndarray, np.ndarray, str]:
+def _scores(ctx: _Context, draw: dict, reward: str) -> tuple[np.ndarray, np.ndarray, str]:
   """Rewards `[P, N_max]` of the plain draw, cumulative scored tokens per problem at each
   n `[len(ns)]`, and the reward kind. Scored in chunks [n_{j-1}, n_j) over all problems."""
-  if "scores" in ctx.cache:
-    return ctx.cache["scores"]
-  scorer, kind = methods.reward_scorer(ctx.scorers, ctx.cfg.bon.reward)
+  scorer, kind = methods.reward_scorer(ctx.scorers, reward)
+  if ("scores", kind) in ctx.cache:
+    return ctx.cache[("scores", kind)]
   num = len(ctx.problems)
   scores = np.zeros((num, ctx.ns[-1]))
   scored, budget = [], budget_lib.Budget()
@@ -186,19 +187,29 @@ def _scores(ctx: _Context, draw: dict) -> tuple[np.ndarray, np.ndarray, str]:
                                        aggregation=ctx.cfg.bon.aggregation)
     scores[:, a:b] = chunk.reshape(num, b - a)
     scored.append(budget.tokens_scored / num)
-  ctx.cache["scores"] = (scores, np.asarray(scored), kind)
-  return ctx.cache["scores"]
+  ctx.cache[("scores", kind)] = (scores, np.asarray(scored), kind)
+  return ctx.cache[("scores", kind)]
+
+
+def split_reward(name: str) -> tuple[str, str | None]:
+  """`("best_of_n", "prm")` for "best_of_n_prm": a selection method with its reward pinned
+  (`bon.reward` applies to the bare name)."""
+  for kind in REWARD_SUFFIXES:
+    if name.endswith("_" + kind):
+      return name[:-len(kind) - 1], kind
+  return name, None
 
 
 def _prefix_curve(ctx: _Context, name: str) -> MethodCurve:
   draw = _draw(ctx, "samples", ctx.policy, ctx.cfg.sampling.temperature)
   scores, scored = None, np.zeros(len(ctx.ns))
-  if name != "majority":
-    scores, scored, kind = _scores(ctx, draw)
-    if name == "weighted_best_of_n" and kind == "orm":
+  method, reward = split_reward(name)
+  if method != "majority":
+    scores, scored, kind = _scores(ctx, draw, reward or ctx.cfg.bon.reward)
+    if method == "weighted_best_of_n" and kind == "orm":
       scores = 1.0 / (1.0 + np.exp(-scores))  # weights must be non-negative
-  curve = curves.accuracy_vs_n(draw["answers"], draw["correct"], scores, method=name, ns=ctx.ns,
-                               tokens=draw["tokens"])
+  curve = curves.accuracy_vs_n(draw["answers"], draw["correct"], scores, method=method,
+                               ns=ctx.ns, tokens=draw["tokens"])
   ctx.bar.update(len(ctx.problems))
   return MethodCurve(dataclasses.replace(curve, label=name), scored)
 
@@ -268,14 +279,17 @@ RUNNERS: dict[str, Callable[[_Context, str], MethodCurve]] = {
     "majority": _prefix_curve, "best_of_n": _prefix_curve, "weighted_best_of_n": _prefix_curve,
     "beam_search": _per_n_curve, "dvts": _per_n_curve, "qalign": _qalign_curve,
     "genarm": _genarm_curve,
+    **{f"{m}_{kind}": _prefix_curve for m in ("best_of_n", "weighted_best_of_n")
+       for kind in REWARD_SUFFIXES},
 }
 
 
 def _missing(ctx: _Context, name: str) -> str | None:
   """Why `name` cannot run with these scorers (None when it can)."""
   s = ctx.scorers
-  if name in ("best_of_n", "weighted_best_of_n", "qalign"):
-    reward = ctx.cfg.bon.reward if name != "qalign" else ctx.cfg.qalign.reward
+  method, pinned = split_reward(name)
+  if method in ("best_of_n", "weighted_best_of_n", "qalign"):
+    reward = pinned or (ctx.cfg.bon.reward if method != "qalign" else ctx.cfg.qalign.reward)
     try:
       methods.reward_scorer(s, reward)
     except ValueError as e:

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from rewardlab import stages
+
+
+def _recorder(calls, name, fail=False):
+    def fn(stage_dir, inputs):
+        calls.append((name, sorted(inputs)))
+        if fail:
+            raise RuntimeError(f"{name} interrupted")
+        with open(f"{stage_dir}/out.txt", "w") as f:
+            f.write(name)
+        return {"value": len(inputs)}
+    return fn
+
+
+def test_stages_run_in_order_and_are_skipped_when_done(tmp_path):
+    calls = []
+    pipeline = [stages.Stage("a", _recorder(calls, "a"), {"x": 1}),
+                stages.Stage("b", _recorder(calls, "b"), {"y": (1, 2)})]
+    done = stages.run_stages(pipeline, str(tmp_path))
+    assert calls == [("a", []), ("b", ["a"])]
+    assert done == {"a": {"value": 0}, "b": {"value": 1}}
+    record = json.loads((tmp_path / "b" / stages.STAGE_FILE).read_text())
+    assert record["config"] == {"y": [1, 2]} and record["seconds"] >= 0
+    assert stages.run_stages(pipeline, str(tmp_path)) == done
+    assert len(calls) == 2  # nothing ran again
+    assert set(stages.stage_seconds(str(tmp_path), ["a", "b", "c"])) == {"a", "b"}
+
+
+def test_an_interrupted_stage_runs_again_and_the_done_ones_do_not(tmp_path):
+    calls = []
+    failing = [stages.Stage("a", _recorder(calls, "a")), stages.Stage("b", _recorder(calls, "b", True))]
+    with pytest.raises(RuntimeError, match="interrupted"):
+        stages.run_stages(failing, str(tmp_path))
+    assert not (tmp_path / "b" / stages.STAGE_FILE).exists()
+    fixed = [stages.Stage("a", _recorder(calls, "a")), stages.Stage("b", _recorder(calls, "b"))]
+    stages.run_stages(fixed, str(tmp_path))
+    assert [c[0] for c in calls] == ["a", "b", "b"]
+
+
+def test_stop_after_and_only(tmp_path):
+    calls = []
+    pipeline = [stages.Stage(n, _recorder(calls, n)) for n in "abc"]
+    assert set(stages.run_stages(pipeline, str(tmp_path), stop_after="a")) == {"a"}
+    assert set(stages.run_stages(pipeline, str(tmp_path), only=["c"])) == {"a", "c"}
+    assert [c[0] for c in calls] == ["a", "c"]
+    with pytest.raises(ValueError, match="unknown stages"):
+        stages.run_stages(pipeline, str(tmp_path), only=["z"])
+
+
+def test_a_changed_config_of_a_done_stage_is_an_error(tmp_path):
+    calls = []
+    stages.run_stages([stages.Stage("a", _recorder(calls, "a"), {"lr": 1e-3})], str(tmp_path))
+    with pytest.raises(stages.StageConfigError, match=r"stage 'a'.*changed: \['lr'\]"):
+        stages.run_stages([stages.Stage("a", _recorder(calls, "a"), {"lr": 2e-3})], str(tmp_path))
