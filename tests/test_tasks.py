@@ -246,3 +246,23 @@ def test_arithmetic_task_implements_the_protocol():
   assert task.first_wrong_step("37+45=82\n82*3=264\n", EXAMPLE) == 1
   with pytest.raises(ValueError, match="unknown task"):
     tasks.get_task("chess")
+
+
+def test_error_kind_names_what_the_first_wrong_step_got_wrong():
+    from rewardlab.search.completer import solution_steps
+    rng = np.random.default_rng(0)
+    problems = ar.generate_problems(40, seed=3, num_ops=(3, 4))
+    expected = {"slip": "slip", "copy": "copy", "skip": "skip_or_extra"}
+    for kind, name in expected.items():
+        for p in problems:
+            text, _ = ar.corrupt_solution(p, rng, kind)
+            steps = solution_steps(p.prompt + text)
+            got = ar.error_kind(steps, p)
+            # a skipped op equal to the next one reads as a miscopied value
+            assert got == name or (kind == "skip" and got == "copy"), (kind, p.key, steps, got)
+    p = problems[0]
+    right = solution_steps(p.prompt + p.solution)
+    assert ar.error_kind(right, p) is None
+    assert ar.error_kind(right[:-1] + ["A:1000000"], p) == "answer"
+    assert ar.error_kind(right[:-1] + [right[-2], right[-1]], p) == "skip_or_extra"
+    assert ar.error_kind(["12+x=3"] + right[1:], p) == "malformed"

@@ -296,6 +296,35 @@ def first_wrong_step(text_or_steps: str | Sequence[str], problem: Problem) -> in
 # ----------------------------------------------------------------------------- corruption
 
 
+ERROR_KINDS = ("slip", "copy", "skip_or_extra", "answer", "malformed")
+
+
+def error_kind(steps: Sequence[str], problem: Problem) -> str | None:
+  """What the first wrong step of a solution got wrong (None when it has none).
+
+  ``slip``: the step applies the right operation to the right value and miscomputes;
+  ``copy``: it carries a wrong left value or operand; ``skip_or_extra``: it applies
+  another step's operation, or there are missing or extra steps; ``answer``: every step
+  is right and the ``A:`` line is not; ``malformed``: the step does not parse.
+  """
+  k = first_wrong_step(steps, problem)
+  if k < 0:
+    return None
+  if k >= problem.num_ops:
+    extra = sum(not s.startswith("A:") for s in steps) > problem.num_ops
+    return "skip_or_extra" if extra else "answer"
+  if k >= len(steps) or steps[k].startswith("A:"):
+    return "skip_or_extra"
+  match = _STEP_RE.fullmatch(steps[k].strip())
+  if match is None:
+    return "malformed"
+  left, op, b = int(match.group(1)), match.group(2), int(match.group(3))
+  previous = problem.start if k == 0 else problem.intermediates[k - 1]
+  if (op, b) == problem.ops[k]:
+    return "slip" if left == previous else "copy"
+  return "skip_or_extra" if (op, b) in problem.ops else "copy"
+
+
 def _change_digit(value: int, rng: np.random.Generator) -> int:
   """``value`` with one decimal digit replaced by another (no new leading zero)."""
   digits = list(str(value))
