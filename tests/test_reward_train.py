@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -236,3 +237,17 @@ def test_evaluate_files_scores_benchmark_rows(tmp_path):
   assert list(pb["splits"]) == ["gsm8k"] and pb["num_solutions"] == 4
   assert pb["tokens_scored"] == sum(
       1 + len(r["problem"]) + sum(len(s) + 1 for s in r["steps"]) for r in rows)
+
+
+def test_policy_samples_become_negatives_with_the_shipped_policy(tmp_path):
+    # The SFT policy has 80 positions: its samples must fit them (prompt + completion).
+    policy_dir = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                              "experiments", "assets", "sft_policy")
+    cfg = rm_bt.tiny().unlock()
+    cfg.data.policy_dir, cfg.data.policy_samples = policy_dir, 2
+    cfg.data.num_train_problems, cfg.data.num_eval_problems = 8, 4
+    cfg.data.num_ops = (4,)
+    cfg.train.steps = 1
+    reward._synthetic_files(cfg.lock(), reward.OBJECTIVES.get("bt"), str(tmp_path))
+    rows = [json.loads(line) for line in open(tmp_path / "data" / "train.jsonl")]
+    assert rows and all({"prompt", "chosen", "rejected"} <= set(r) for r in rows)

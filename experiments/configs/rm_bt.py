@@ -62,6 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.correct_fraction = 0.5  # stepwise / rating data: share of fully correct solutions
   c.data.policy_dir = ""  # optional SFT policy whose wrong samples become negatives
   c.data.policy_samples = 0
+  c.data.policy_max_new_tokens = 52  # fits the SFT policy's 80 positions; right K=4 needs 51
   c.data.max_steps = 8
   c.data.separator = "\n"
 

@@ -246,7 +246,8 @@ def _synthetic_files(cfg: Config, objective: Objective, workdir: str) -> dict:
                                             operand_max=d.operand_max,
                                             split="train" if split == "train" else "test")
     samples = None if policy is None else rm_data.sample_completions(
-        *policy, problems, num_samples=d.policy_samples, seed=seed)
+        *policy, problems, num_samples=d.policy_samples, seed=seed,
+        max_new_tokens=d.policy_max_new_tokens)
     paths[split] = [rm_data.write_synthetic(
         os.path.join(workdir, "data", f"{split}.jsonl"), objective.synthetic, problems,
         seed=seed, samples=samples, **objective.synthetic_options(cfg))]
