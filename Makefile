@@ -19,13 +19,14 @@ $(VENV)/.installed: requirements.txt requirements-test.txt setup.cfg pyproject.t
 	touch $@
 
 demo: setup
-	$(BIN)/python experiments/sft.py --workdir $(RUN)/sft
+	$(BIN)/python experiments/pipeline.py --workdir $(RUN)
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -q --nbmake $(PYTEST_ARGS) notebooks
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,381 @@
+"""The end-to-end experiment: SFT policy -> rollouts -> step labels -> reward models ->
+test-time scaling -> GRPO -> report, on the synthetic arithmetic task.
+
+Every stage writes into `<workdir>/<stage>/` and is skipped when done; an interrupted
+stage resumes (see `rewardlab.stages`). The report is `<workdir>/report/report.md`
+(with report.json and the PNG plots beside it).
+
+  python experiments/pipeline.py --workdir runs/demo
+  python experiments/pipeline.py --workdir runs/demo --from_scratch   # also train the SFT policy
+  python experiments/pipeline.py --workdir runs/demo --only tts,report  # rerun selected stages
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging as std_logging
+import os
+import shutil
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from experiments import pipeline_report  # noqa: E402
+from experiments.configs import label_steps as label_steps_config  # noqa: E402
+from experiments.configs import rl_grpo  # noqa: E402
+from experiments.configs import rm_bt  # noqa: E402
+from experiments.configs import sft as sft_config  # noqa: E402
+from experiments.configs import tts as tts_config  # noqa: E402
+from rewardlab import stages as stages_lib  # noqa: E402
+from rewardlab.sampling import score  # noqa: E402
+from rewardlab.search import completer as completer_lib  # noqa: E402
+from rewardlab.tasks import arithmetic, rm_data  # noqa: E402
+from rewardlab.train import label_steps, reward, rl, rl_rewards, sft, tts  # noqa: E402
+
+log = std_logging.getLogger(__name__)
+
+STAGES = ("sft", "rollouts", "labels", "rm_orm", "rm_prm", "rm_genarm", "tts", "rl", "report")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _write_jsonl(path: str, rows) -> int:
+  rows = list(rows)
+  with open(path, "w") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in rows))
+  return len(rows)
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _repo_path(path: str) -> str:
+  return path if os.path.isabs(path) or os.path.exists(path) else os.path.join(REPO, path)
+
+
+def _set(c, **fields):
+  """Set dotted fields of an (unlocked) ConfigDict; returns it locked."""
+  for key, value in fields.items():
+    node, *path = key.split("__")
+    target = c[node] if path else c
+    for part in path[:-1]:
+      target = target[part]
+    target[path[-1] if path else node] = value
+  return c.lock()
+
+
+def _problems(num: int, seed: int, cfg, split: str) -> list[arithmetic.Problem]:
+  return arithmetic.generate_problems(num, seed=seed, num_ops=tuple(cfg.num_ops),
+                                      operand_max=cfg.operand_max, split=split)
+
+
+def _true_step_labels(problem: arithmetic.Problem, text: str) -> dict | None:
+  """A stepwise record of one sampled solution with exact labels (1 before the first wrong
+  step, 0 from it on), in the step convention of the label generators."""
+  steps = completer_lib.solution_steps(problem.prompt + text)
+  if not steps:
+    return None
+  wrong = arithmetic.first_wrong_step(steps, problem)
+  k = len(steps) if wrong < 0 else min(wrong, len(steps))
+  return {"prompt": problem.prompt, "completions": steps,
+          "labels": [1] * k + [0] * (len(steps) - k), "problem": problem.key,
+          "first_wrong_step": wrong, "error_kind": arithmetic.error_kind(steps, problem),
+          "correct": arithmetic.is_correct(problem.prompt + text, problem)}
+
+
+def _likelihood_accuracy(config, params, tokenizer, pairs: list[dict]) -> float | None:
+  """Pairwise accuracy of the policy's own log-likelihood `log π(y | x)` as a verifier: the
+  untrained baseline every reward model of the pipeline should beat."""
+  if not pairs:
+    return None
+  prompts = [[tokenizer.bos_id] + tokenizer.encode(p["prompt"]) for p in pairs]
+  encode = lambda key: [tokenizer.encode(p[key]) for p in pairs]
+  chosen = score.sequence_logprob(config, params, prompts, encode("chosen"))
+  rejected = score.sequence_logprob(config, params, prompts, encode("rejected"))
+  return float(np.mean(chosen > rejected))
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def stage_sft(cfg):
+  def fn(stage_dir, inputs):
+    del inputs
+    policy_dir = os.path.join(stage_dir, "policy")
+    if cfg.sft.from_scratch:
+      c = _set(sft_config.get_config().unlock(), seed=cfg.seed, progress=cfg.progress,
+               train__steps=cfg.sft.steps)
+      results = sft.run(c, stage_dir)
+      return {"policy_dir": policy_dir, "source": "trained here (experiments/configs/sft.py)",
+              **{k: v for k, v in results.items() if k != "policy_dir"}}
+    src = _repo_path(cfg.sft.shipped_dir)
+    if not os.path.isdir(src):
+      raise FileNotFoundError(f"sft.shipped_dir {src} is missing; run with --from_scratch")
+    shutil.copytree(src, policy_dir, dirs_exist_ok=True)
+    shipped = {}
+    if os.path.exists(os.path.join(src, "sft_results.json")):  # written by experiments/sft.py
+      with open(os.path.join(src, "sft_results.json")) as f:
+        shipped = json.load(f)
+    return {"policy_dir": policy_dir, "source": cfg.sft.shipped_dir,
+            "sha256": _sha256(os.path.join(policy_dir, "model.safetensors")),
+            **{k: v for k, v in shipped.items() if k != "policy_dir"}}
+  return stages_lib.Stage("sft", fn, {
+      "from_scratch": cfg.sft.from_scratch,
+      "steps": cfg.sft.steps if cfg.sft.from_scratch else None,
+      "shipped_dir": None if cfg.sft.from_scratch else cfg.sft.shipped_dir})
+
+
+def stage_rollouts(cfg):
+  """Samples of the policy on train and held-out problems; (right, wrong) pairs from them,
+  and the held-out samples with their exact step labels (the PRM's test set)."""
+  r = cfg.rollouts
+
+  def fn(stage_dir, inputs):
+    config, params, tokenizer = sft.load_policy(inputs["sft"]["policy_dir"])
+    summary = {}
+    for split, num, seed in (("train", r.num_train_problems, cfg.seed + 11),
+                             ("eval", r.num_eval_problems, cfg.seed + 12)):
+      problems = _problems(num, seed, cfg, "train" if split == "train" else "test")
+      start = time.perf_counter()
+      samples = rm_data.sample_completions(config, params, tokenizer, problems,
+                                           num_samples=r.samples, temperature=r.temperature,
+                                           max_new_tokens=r.max_new_tokens, seed=seed,
+                                           batch_size=r.batch_size)
+      seconds = time.perf_counter() - start
+      rows, pairs, steps = [], [], []
+      for p, texts in zip(problems, samples):
+        correct = [arithmetic.is_correct(p.prompt + t, p) for t in texts]
+        rows.append({"problem": p.key, "prompt": p.prompt, "completions": texts,
+                     "correct": correct})
+        right = [t for t, c in zip(texts, correct) if c]
+        wrong = [t for t, c in zip(texts, correct) if not c]
+        pairs += [{"prompt": p.prompt, "chosen": a, "rejected": b, "problem": p.key}
+                  for a, b in list(zip(right, wrong))[:r.pairs_per_problem]]
+        if split == "eval":
+          steps += [rec for t in texts if (rec := _true_step_labels(p, t)) is not None]
+      _write_jsonl(os.path.join(stage_dir, f"rollouts_{split}.jsonl"), rows)
+      _write_jsonl(os.path.join(stage_dir, f"preference_{split}.jsonl"), pairs)
+      acc = [c for row in rows for c in row["correct"]]
+      summary[split] = {
+          "problems": len(problems), "samples": len(acc), "seconds": seconds,
+          "samples_per_s": len(acc) / seconds, "sample_accuracy": sum(acc) / len(acc),
+          f"pass@{r.samples}": sum(any(row["correct"]) for row in rows) / len(rows),
+          "pairs": len(pairs)}
+      if split == "eval":
+        summary["policy_likelihood_pairwise_accuracy"] = _likelihood_accuracy(
+            config, params, tokenizer, pairs)
+        _write_jsonl(os.path.join(stage_dir, "steps_eval.jsonl"), steps)
+        summary[split]["step_records"] = len(steps)
+        summary[split]["solutions_with_wrong_step"] = sum(s["first_wrong_step"] >= 0
+                                                          for s in steps)
+        summary[split]["error_kinds"] = {
+            kind: sum(s["error_kind"] == kind for s in steps) for kind in arithmetic.ERROR_KINDS}
+    summary["files"] = {k: os.path.join(stage_dir, f) for k, f in (
+        ("preference_train", "preference_train.jsonl"), ("preference_eval", "preference_eval.jsonl"),
+        ("steps_eval", "steps_eval.jsonl"))}
+    log.info("rollouts: %s", json.dumps(summary))
+    return summary
+  return stages_lib.Stage("rollouts", fn, dict(r))
+
+
+def stage_labels(cfg):
+  lab = cfg.labels
+  if lab.target not in ("hard", "soft"):
+    raise ValueError(f"labels.target must be 'hard' or 'soft', got {lab.target!r}")
+  unknown = sorted(set(lab.train_on) - {"mc", "omegaprm"})
+  if unknown or not lab.train_on:
+    raise ValueError(f"labels.train_on: unknown {unknown}; choose from ('mc', 'omegaprm')")
+
+  def fn(stage_dir, inputs):
+    c = label_steps_config.get_config().unlock()
+    levels = lambda top, base: tuple(sorted({v for v in base if v <= top} | {top}))
+    c = _set(c, seed=cfg.seed, progress=cfg.progress, compilation_cache_dir="",
+             completer="policy", policy_dir=inputs["sft"]["policy_dir"],
+             methods=("mc", "omegaprm"), num_solutions=lab.num_solutions,
+             data__num_problems=lab.num_problems, data__num_ops=tuple(cfg.num_ops),
+             data__operand_max=cfg.operand_max, data__seed=cfg.seed + 13,
+             mc__num_completions=lab.mc_completions,
+             mc__quality_levels=levels(lab.mc_completions, (1, 2, 4, 8, 16)),
+             omegaprm__rollouts_per_state=lab.omegaprm_rollouts_per_state,
+             omegaprm__rollout_budget=lab.omegaprm_budget,
+             omegaprm__quality_levels=levels(lab.omegaprm_budget, (8, 16, 32, 48, 64, 96, 128)))
+    summary = label_steps.run(c, stage_dir)
+    files = {m: os.path.join(stage_dir, f"labels_{m}.jsonl") for m in ("mc", "omegaprm")}
+    # The PRM's training file: the chosen label sets with Math-Shepherd's hard estimate
+    # (a step is good iff some completion from it reached the answer) or the soft one.
+    train_rows = []
+    for method in lab.train_on:
+      with open(files[method]) as f:
+        for line in f:
+          row = json.loads(line)
+          if lab.target == "hard":
+            row["labels"] = [float(y > 0.0) for y in row["labels"]]
+          train_rows.append(row)
+    files["prm_train"] = os.path.join(stage_dir, "prm_train.jsonl")
+    _write_jsonl(files["prm_train"], train_rows)
+    return {"files": files, "summary_file": os.path.join(stage_dir, "summary.json"),
+            "prm_train_records": len(train_rows),
+            **{k: summary[k] for k in ("num_problems", "num_solutions", "solution_accuracy",
+                                       "fraction_with_wrong_step", "omegaprm_vs_mc")},
+            "methods": {m: {k: v for k, v in s.items() if k != "labels"}
+                        for m, s in summary["methods"].items()},
+            "throughput": summary["throughput"]}
+  return stages_lib.Stage("labels", fn, dict(lab))
+
+
+def _rm_config(cfg, kind: str, policy_dir: str, fmt: str, train, evaluation):
+  m = cfg.rm
+  c = rm_bt.base_config()
+  fields = dict(kind=kind, seed=cfg.seed, progress=cfg.progress, init_from=policy_dir,
+                data__source="files", data__format=fmt, data__train_files=",".join(train),
+                data__eval_files=",".join(evaluation), data__tokenizer=policy_dir,
+                train__steps=m.steps, train__batch_size=m.batch_size,
+                train__learning_rate=m.learning_rate, train__warmup_steps=m.warmup_steps,
+                train__log_every=max(1, m.steps // 6), train__checkpoint_every=max(1, m.steps // 3),
+                loss__lm_coef=m.lm_coef if kind in ("bt", "prm") else 0.0)
+  if kind == "genarm":
+    fields.update(train__learning_rate=m.genarm_learning_rate, loss__beta=m.genarm_beta)
+  return _set(c, **fields)
+
+
+def stage_rm(cfg, name: str, kind: str):
+  def fn(stage_dir, inputs):
+    policy_dir, files = inputs["sft"]["policy_dir"], inputs["rollouts"]["files"]
+    if kind == "prm":
+      fmt, train = "stepwise", [inputs["labels"]["files"]["prm_train"]]
+      evaluation = [files["steps_eval"]]
+    else:
+      fmt, train, evaluation = "preference", [files["preference_train"]], [files["preference_eval"]]
+    results = reward.run(_rm_config(cfg, kind, policy_dir, fmt, train, evaluation), stage_dir)
+    return {"reward_model_dir": results["reward_model_dir"], "kind": kind,
+            "train_examples": results["train_examples"], "eval_examples": results["eval_examples"],
+            "train_seconds": results["train_seconds_this_run"], "eval": results["eval"],
+            "data": results["data"], "train_data": train}
+  return stages_lib.Stage(name, fn, {"kind": kind, **dict(cfg.rm)})
+
+
+def stage_tts(cfg):
+  t = cfg.tts
+
+  def fn(stage_dir, inputs):
+    c = _set(tts_config.get_config().unlock(), seed=cfg.seed, progress=cfg.progress,
+             policy_dir=inputs["sft"]["policy_dir"], methods=tuple(t.methods), n_max=t.n_max,
+             problems__num=t.num_problems, problems__seed=t.problem_seed,
+             problems__num_ops=tuple(cfg.num_ops), problems__operand_max=cfg.operand_max,
+             reward__outcome_dir=inputs["rm_orm"]["reward_model_dir"],
+             reward__process_dir=inputs["rm_prm"]["reward_model_dir"],
+             reward__guide_dirs=(inputs["rm_genarm"]["reward_model_dir"],),
+             beam__width=t.beam_width, dvts__width=t.beam_width, qalign__beta=t.qalign_beta,
+             genarm__temperature=t.genarm_temperature,
+             sampling__max_new_tokens=cfg.rollouts.max_new_tokens)
+    out = tts.run(c, stage_dir)
+    if out["skipped"]:
+      raise RuntimeError(f"tts skipped methods: {out['skipped']}")
+    return {"results_file": os.path.join(stage_dir, "tts_results.json"), "ns": out["ns"],
+            "num_problems": out["num_problems"], "seconds": out["seconds"],
+            "accuracy": {k: v["accuracy"] for k, v in out["methods"].items()}}
+  return stages_lib.Stage("tts", fn, dict(t))
+
+
+def stage_rl(cfg):
+  r = cfg.rl
+
+  def fn(stage_dir, inputs):
+    policy_dir = inputs["sft"]["policy_dir"]
+    c = _set(rl_grpo.get_config().unlock(), seed=cfg.seed, progress=cfg.progress,
+             policy_dir=policy_dir, data__num_ops=tuple(cfg.num_ops),
+             data__operand_max=cfg.operand_max, rollout__batch_size=r.rollout_batch,
+             rollout__update_groups=r.update_groups, rollout__group_size=r.group_size,
+             optim__learning_rate=r.learning_rate, train__steps=r.steps,
+             train__eval_every=r.eval_every, train__checkpoint_every=r.eval_every,
+             eval__num_per_k=r.eval_num_per_k)
+    results = rl.run(c, stage_dir)
+    problems = sft.test_problems(c)  # the held-out set of rl's own evaluation
+    per_problem = {}
+    for key, path in (("before", policy_dir), ("after", results["policy_dir"])):
+      config, params, tokenizer = sft.load_policy(path)
+      per_problem[key] = rl_rewards.greedy_correct(
+          config, params, tokenizer, problems, max_new_tokens=c.eval.max_new_tokens).tolist()
+    with open(os.path.join(stage_dir, "pass1_per_problem.json"), "w") as f:
+      json.dump({"problems": [p.key for p in problems], **per_problem}, f)
+    return {"steps": results["steps"], "seconds": results["rl_seconds_this_run"],
+            "start": results["start"], "final": results["final"],
+            "policy_dir": results["policy_dir"], "curves": results["curves"],
+            "per_problem_file": os.path.join(stage_dir, "pass1_per_problem.json")}
+  return stages_lib.Stage("rl", fn, dict(r))
+
+
+def stage_report(cfg, workdir: str):
+  def fn(stage_dir, inputs):
+    seconds = stages_lib.stage_seconds(workdir, STAGES[:-1])
+    return pipeline_report.write(stage_dir, inputs, seconds, cfg.to_dict())
+  return stages_lib.Stage("report", fn, {})
+
+
+def build_stages(cfg, workdir: str) -> list[stages_lib.Stage]:
+  return [stage_sft(cfg), stage_rollouts(cfg), stage_labels(cfg), stage_rm(cfg, "rm_orm", "bt"),
+          stage_rm(cfg, "rm_prm", "prm"), stage_rm(cfg, "rm_genarm", "genarm"), stage_tts(cfg),
+          stage_rl(cfg), stage_report(cfg, workdir)]
+
+
+def run(cfg, workdir: str, *, only=(), stop_after: str | None = None) -> dict:
+  """Run (or resume) the pipeline; returns the summaries of the done stages."""
+  if cfg.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  if "report" in only or not only:  # the report always reflects the stages as they are now
+    report_dir = os.path.join(workdir, "report")
+    if os.path.exists(os.path.join(report_dir, stages_lib.STAGE_FILE)):
+      os.remove(os.path.join(report_dir, stages_lib.STAGE_FILE))
+  return stages_lib.run_stages(build_stages(cfg, workdir), workdir, only=only,
+                               stop_after=stop_after)
+
+
+# ----------------------------------------------------------------------------- command line
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(REPO, "experiments/configs/pipeline.py"), "Pipeline config file.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory (resumes if present).")
+_FROM_SCRATCH = flags.DEFINE_bool("from_scratch", False,
+                                  "Train the SFT policy here instead of copying the shipped one.")
+_ONLY = flags.DEFINE_list("only", [], f"Run only these stages (others must be done): {STAGES}.")
+_STOP_AFTER = flags.DEFINE_enum("stop_after", None, STAGES, "Stop after this stage.")
+
+
+def main(argv):
+  del argv
+  # Stage progress and summaries at INFO; the libraries' own chatter (orbax) only from WARNING.
+  logging.set_verbosity(logging.WARNING)
+  handler = std_logging.StreamHandler()
+  handler.setFormatter(std_logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+  for name in ("rewardlab", "__main__"):
+    std_logging.getLogger(name).setLevel(std_logging.INFO)
+    std_logging.getLogger(name).addHandler(handler)
+    std_logging.getLogger(name).propagate = False
+  cfg = _CONFIG.value
+  if _FROM_SCRATCH.value:
+    cfg = _set(cfg.unlock(), sft__from_scratch=True)
+  start = time.perf_counter()
+  done = run(cfg, _WORKDIR.value, only=tuple(_ONLY.value), stop_after=_STOP_AFTER.value)
+  print(f"pipeline: {len(done)}/{len(STAGES)} stages done, {time.perf_counter() - start:.0f} s "
+        "this run")
+  if "report" in done:
+    print(f"report: {done['report']['report_md']}")
+
+
+if __name__ == "__main__":
+  app.run(main)
