@@ -70,11 +70,32 @@ def _tts_section(tts: dict) -> tuple[str, dict]:
                                                   f"RM tokens at N={ns[-1]}"]
   text = (f"Accuracy (%) with 95% intervals over {tts['num_problems']} held-out problems; the "
           "last columns give the tokens generated and scored per problem at the largest N. "
-          "Beam search and DVTS spend a different number of tokens than N full samples: "
-          "compare them at equal budgets in `accuracy_vs_tokens.png`.\n\n" + _table(header, rows))
+          "Beam search, DVTS and QAlign spend a different number of tokens than N full "
+          "samples: the next table compares every method at equal generated-token budgets, "
+          "and `accuracy_vs_tokens.png` draws it.\n\n" + _table(header, rows)
+          + "\n\n" + _budget_table(tts))
   return text, {k: {"n": ns, "accuracy": m["accuracy"], "ci_low": m["ci_low"],
                     "ci_high": m["ci_high"], "tokens_generated": m["tokens_generated"],
                     "tokens_scored": m["tokens_scored"]} for k, m in methods.items()}
+
+
+def _budget_table(tts: dict) -> str:
+  """Accuracy of each method at the largest N whose generated tokens per problem fit each
+  budget; the budgets are those of N plain samples (the majority-vote draw)."""
+  methods, ns = tts["methods"], tts["ns"]
+  plain = methods.get("majority") or next(iter(methods.values()))
+  budgets = plain["tokens_generated"]
+  rows = []
+  for name, m in methods.items():
+    row = [LABELS.get(name, name)]
+    for budget in budgets:
+      fit = [j for j, t in enumerate(m["tokens_generated"]) if t <= budget * 1.05]
+      row.append(f"{_pct(m['accuracy'][fit[-1]])} (N={ns[fit[-1]]})" if fit else "—")
+    rows.append(row)
+  header = ["method"] + [f"≤{b:.0f} tokens" for b in budgets]
+  return ("Accuracy (%) at equal generated-token budgets per problem (the tokens of 1, 2, 4, "
+          "... plain samples, +5%); the N that fits is in brackets, — when none does.\n\n"
+          + _table(header, rows))
 
 
 def _rm_section(inputs: dict) -> tuple[str, dict]:
