@@ -288,9 +288,10 @@ def _reading(inputs: dict, tts: dict | None) -> list[str]:
     notes.append(
         f"The oracle ceiling pass@{tts['ns'][-1]} is {_pct(tts['pass@n']['accuracy'][-1])}%; the best "
         f"method at N={tts['ns'][-1]} ({LABELS.get(top, top)}) reaches "
-        f"{_pct(tts['methods'][top]['accuracy'][-1])}%. With an exact verifier "
-        "(`experiments/tts.py --config.reward.oracle=True`) best-of-N nearly closes that gap, so "
-        "the gap measures the reward models, not the search methods.")
+        f"{_pct(tts['methods'][top]['accuracy'][-1])}%. pass@N is what best-of-N reaches with "
+        "an exact outcome verifier, so the gap measures the reward models more than the "
+        "search methods (`experiments/tts.py --config.reward.oracle=True` runs every method "
+        "with the task's exact verifiers).")
   return notes
 
 
