@@ -37,7 +37,7 @@ from rewardlab import stages as stages_lib  # noqa: E402
 from rewardlab.sampling import score  # noqa: E402
 from rewardlab.search import completer as completer_lib  # noqa: E402
 from rewardlab.tasks import arithmetic, rm_data  # noqa: E402
-from rewardlab.train import label_steps, reward, rl, rl_rewards, sft, tts  # noqa: E402
+from rewardlab.train import label_steps, reward, rl, sft, tts  # noqa: E402
 
 log = std_logging.getLogger(__name__)
 
@@ -304,15 +304,12 @@ def stage_rl(cfg):
              eval__num_per_k=r.eval_num_per_k)
     results = rl.run(c, stage_dir)
     problems = sft.test_problems(c)  # the held-out set of rl's own evaluation
-    per_problem = {}
-    for key, path in (("before", policy_dir), ("after", results["policy_dir"])):
-      config, params, tokenizer = sft.load_policy(path)
-      per_problem[key] = rl_rewards.greedy_correct(
-          config, params, tokenizer, problems, max_new_tokens=c.eval.max_new_tokens).tolist()
+    start, final = (dict(results[k]) for k in ("start", "final"))
     with open(os.path.join(stage_dir, "pass1_per_problem.json"), "w") as f:
-      json.dump({"problems": [p.key for p in problems], **per_problem}, f)
+      json.dump({"problems": [p.key for p in problems], "before": start.pop("greedy_correct"),
+                 "after": final.pop("greedy_correct")}, f)
     return {"steps": results["steps"], "seconds": results["rl_seconds_this_run"],
-            "start": results["start"], "final": results["final"],
+            "start": start, "final": final,
             "policy_dir": results["policy_dir"], "curves": results["curves"],
             "per_problem_file": os.path.join(stage_dir, "pass1_per_problem.json")}
   return stages_lib.Stage("rl", fn, dict(r))
@@ -322,7 +319,7 @@ def stage_report(cfg, workdir: str):
   def fn(stage_dir, inputs):
     seconds = stages_lib.stage_seconds(workdir, STAGES[:-1])
     return pipeline_report.write(stage_dir, inputs, seconds, cfg.to_dict())
-  return stages_lib.Stage("report", fn, {})
+  return stages_lib.Stage("report", fn, {}, always=True)
 
 
 def build_stages(cfg, workdir: str) -> list[stages_lib.Stage]:
@@ -336,10 +333,6 @@ def run(cfg, workdir: str, *, only=(), stop_after: str | None = None) -> dict:
   if cfg.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  if "report" in only or not only:  # the report always reflects the stages as they are now
-    report_dir = os.path.join(workdir, "report")
-    if os.path.exists(os.path.join(report_dir, stages_lib.STAGE_FILE)):
-      os.remove(os.path.join(report_dir, stages_lib.STAGE_FILE))
   return stages_lib.run_stages(build_stages(cfg, workdir), workdir, only=only,
                                stop_after=stop_after)
 

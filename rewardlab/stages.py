@@ -4,7 +4,8 @@ A stage is done when `<workdir>/<name>/stage.json` exists; that file is written 
 after the stage's artifacts, and records the stage's config, result summary and time.
 Running the pipeline again skips done stages and reruns an interrupted one, whose own
 code resumes from what it left (checkpoints, finished-problem logs). A done stage whose
-recorded config differs from the current one is an error, never silently reused.
+recorded config differs from the current one is an error, never silently reused. A stage
+marked `always` runs every time (a report of the others).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Stage:
   name: str
   fn: Callable[[str, Mapping[str, dict]], dict]
   config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  always: bool = False  # run even when done (e.g. a report that reflects the other stages)
 
 
 class StageConfigError(ValueError):
@@ -74,7 +76,7 @@ def run_stages(stages: Sequence[Stage], workdir: str, *, only: Sequence[str] = (
   for stage in stages:
     stage_dir = os.path.join(workdir, stage.name)
     config = _normalize(dict(stage.config))
-    record = read_stage(stage_dir)
+    record = None if stage.always else read_stage(stage_dir)
     if record is not None:
       if record["config"] != config:
         changed = sorted(k for k in set(config) | set(record["config"])

@@ -231,6 +231,9 @@ def test_grpo_run_resumes_exactly(tmp_path):
   assert all(r["update_informative_fraction"] in (0.0, 1.0) for r in records)
   evals = [json.loads(l) for l in open(tmp_path / "full" / "eval_metrics.jsonl")]
   assert [e["step"] for e in evals] == [0, 2, 4] and "maj4" in evals[0]
+  for e in evals:  # per-problem outcomes for paired comparisons, not in the step metrics
+    assert np.mean(e["greedy_correct"]) == pytest.approx(e["pass1_greedy"])
+  assert not any(isinstance(v, list) for r in records for v in r.values())
   assert (tmp_path / "full" / "rl_curves.png").stat().st_size > 10_000
   assert json.loads((tmp_path / "full" / "rl_results.json").read_text())["steps"] == 4
 

@@ -56,3 +56,12 @@ def test_a_changed_config_of_a_done_stage_is_an_error(tmp_path):
     stages.run_stages([stages.Stage("a", _recorder(calls, "a"), {"lr": 1e-3})], str(tmp_path))
     with pytest.raises(stages.StageConfigError, match=r"stage 'a'.*changed: \['lr'\]"):
         stages.run_stages([stages.Stage("a", _recorder(calls, "a"), {"lr": 2e-3})], str(tmp_path))
+
+
+def test_an_always_stage_runs_every_time(tmp_path):
+    calls = []
+    pipeline = [stages.Stage("a", _recorder(calls, "a")),
+                stages.Stage("report", _recorder(calls, "report"), always=True)]
+    stages.run_stages(pipeline, str(tmp_path))
+    stages.run_stages(pipeline, str(tmp_path))
+    assert [c[0] for c in calls] == ["a", "report", "report"]

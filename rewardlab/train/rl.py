@@ -394,7 +394,7 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
     if step % cfg.train.eval_every and step != cfg.train.steps:
       return {}
     record = run_eval(step, step_fn.latest.params["policy"])
-    return {f"eval/{k}": v for k, v in record.items() if k != "step"}
+    return {f"eval/{k}": v for k, v in record.items() if k != "step" and not isinstance(v, list)}
 
   result = loop.fit(state, step_fn, data, workdir=workdir, total_steps=cfg.train.steps,
                     log_every=cfg.train.log_every, checkpoint_every=cfg.train.checkpoint_every,

@@ -324,12 +324,13 @@ def greedy_correct(config, params, tokenizer, problems, *, max_new_tokens: int,
 
 def evaluate(config, params, tokenizer, problems, *, max_new_tokens: int,
              maj_k: int = 0, maj_problems: int = 0, rng=None, batch_size: int = 100) -> dict:
-  """Held-out greedy pass@1 (overall and per K); with `maj_k`, also sampled pass@1 and
-  maj@k (temperature 1) on `maj_problems` problems evenly spaced through `problems`."""
+  """Held-out greedy pass@1 (overall and per K) and per-problem correctness
+  (`greedy_correct`, for paired comparisons); with `maj_k`, also sampled pass@1 and maj@k
+  (temperature 1) on `maj_problems` problems evenly spaced through `problems`."""
   correct = greedy_correct(config, params, tokenizer, problems, max_new_tokens=max_new_tokens,
                            batch_size=batch_size)
   ops = np.array([p.num_ops for p in problems])
-  result = {"pass1_greedy": float(correct.mean())}
+  result = {"pass1_greedy": float(correct.mean()), "greedy_correct": correct.astype(int).tolist()}
   result.update({f"pass1_greedy_k{k}": float(correct[ops == k].mean()) for k in sorted(set(ops))})
   if maj_k and maj_problems:
     picks = np.linspace(0, len(problems) - 1, min(maj_problems, len(problems))).astype(int)
