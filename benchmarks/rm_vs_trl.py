@@ -91,7 +91,7 @@ class OurTrainer:
   """rewardlab's BT step on fixed batches; `step()` runs and times one optimizer step."""
 
   def __init__(self, rm, params, batches: list[dict]):
-    cfg = rm_bt.get_config()
+    cfg = rm_bt.base_config().lock()  # plain BT (no LM regularizer): TRL's objective
     tx = state_lib.adamw(lambda _: LR, weight_decay=WEIGHT_DECAY, clip_norm=CLIP)
     self.state = state_lib.TrainState.create(jax.tree.map(lambda x: x.copy(), params), tx)
     self.train_step = step_lib.make_train_step(reward_train.OBJECTIVES.get("bt").loss(rm, cfg), tx)
