@@ -9,10 +9,10 @@ Pure BT (`--config.loss.lm_coef=0`) reached a train loss of ~0.45 after 300 step
 the regularized run's BT term was at ~0.41, and the regularized run kept improving.
 
 Run:      python experiments/train_rm.py --config experiments/configs/rm_bt.py --workdir runs/rm_bt
-Runtime:  ~17 CPU-minutes (1,000 steps of 32 pairs, 0.86M parameters): ~9 minutes on a
-          quiet 2-core CPU, ~30 minutes at a load average of 6-10 on the same 2 cores.
-Expected: held-out pairwise accuracy ~0.85-0.87 (rm_results.json: eval.pairwise_accuracy;
-          0.892 with `--config.train.steps=1500`), pairwise ECE ~0.01.
+Runtime:  1,500 steps of 32 pairs (0.86M parameters): 463 s of training, 8 minutes in all,
+          on a quiet 2-core CPU (measured); ~45 minutes at a load average of 6-10.
+Expected: held-out pairwise accuracy 0.895 (measured; rm_results.json:
+          eval.pairwise_accuracy), ECE 0.028, Brier 0.071, AUROC 0.970.
 
 `base_config()` holds the fields shared by every reward-model config
 (rm_regression, rm_scaled_bt, rm_prm, rm_genarm); to train on your own files set
