@@ -6,8 +6,9 @@ stage resumes (see `rewardlab.stages`). The report is `<workdir>/report/report.m
 (with report.json and the PNG plots beside it).
 
   python experiments/pipeline.py --workdir runs/demo
-  python experiments/pipeline.py --workdir runs/demo --from_scratch   # also train the SFT policy
-  python experiments/pipeline.py --workdir runs/demo --only tts,report  # rerun selected stages
+  python experiments/pipeline.py --workdir runs/scratch --from_scratch  # also train the SFT policy
+  python experiments/pipeline.py --workdir runs/demo --only rollouts   # run only these (others done)
+  rm -r runs/demo/tts && python experiments/pipeline.py --workdir runs/demo  # redo one stage
 """
 
 from __future__ import annotations
