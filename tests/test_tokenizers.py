@@ -153,3 +153,11 @@ def test_hf_tokenizer_pad_falls_back_to_eos(hf_dirs):
   root, _ = hf_dirs
   tok = tk.load_tokenizer(root / "nopad")
   assert tok.pad_id == tok.eos_id == 2
+
+
+def test_decode_sampled_drops_ids_past_the_vocabulary():
+  tok = tk.CharTokenizer.for_arithmetic()
+  ids = tok.encode("12+3") + [tok.vocab_size, tok.vocab_size + 2] + tok.encode("=15")
+  assert tk.decode_sampled(tok, ids) == "12+3=15"
+  with pytest.raises(ValueError):
+    tok.decode(ids)

@@ -218,6 +218,14 @@ class HFTokenizer:
                                               add_generation_prompt=add_generation_prompt)
 
 
+def decode_sampled(tokenizer: Tokenizer, ids) -> str:
+  """Text of sampled ids; ids past the tokenizer's vocabulary (a model's vocabulary is
+  padded, e.g. to a multiple of 8) have no text and are dropped, as a policy sampling at
+  temperature 1 may emit them."""
+  size = getattr(tokenizer, "vocab_size", None)
+  return tokenizer.decode([i for i in ids if size is None or 0 <= i < size])
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
   """A :class:`CharTokenizer` for a directory with ``tokenizer_char.json`` (or that
   file), otherwise an :class:`HFTokenizer` for a local transformers directory."""

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from rewardlab.data.tokenizers import decode_sampled
 from rewardlab.tasks import arithmetic
 from rewardlab.tasks.arithmetic import Problem
 
@@ -224,10 +225,6 @@ def sample_completions(config, params, tokenizer, problems: Sequence[Problem], *
     gen = generate(config, params, prompts, max_new_tokens=max_new_tokens,
                    temperature=temperature, stop_tokens=(tokenizer.eos_id,),
                    num_samples=num_samples, rng=key, pad_id=tokenizer.pad_id)
-    # ids past the tokenizer's vocabulary (the model's is padded to a multiple of 8) can be
-    # sampled at temperature 1 and have no text: dropped, as the RL sampler does.
-    size = getattr(tokenizer, "vocab_size", None)
-    texts = [tokenizer.decode([i for i in ids if size is None or 0 <= i < size])
-             for ids in gen.completions()]
+    texts = [decode_sampled(tokenizer, ids) for ids in gen.completions()]
     out += [texts[j * num_samples:(j + 1) * num_samples] for j in range(len(chunk))]
   return out

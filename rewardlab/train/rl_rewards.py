@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rewardlab.data.tokenizers import decode_sampled
 from rewardlab.losses import shaping
 from rewardlab.losses.registry import Registry
 from rewardlab.sampling import generate
@@ -200,13 +201,6 @@ def make_reward_fn(name: str, **options) -> Callable[[Rollout], Rewards]:
 # --------------------------------------------------------------------------- rollouts
 
 
-def decode_completion(tokenizer, ids) -> str:
-  """Text of completion ids; ids past the tokenizer's vocabulary (the model's vocabulary
-  is padded to a multiple of 8) are dropped, as a sampled policy may emit them."""
-  size = getattr(tokenizer, "vocab_size", None)
-  return tokenizer.decode([i for i in ids if size is None or 0 <= i < size])
-
-
 def training_batch(prompts: Sequence[Sequence[int]], tokens: np.ndarray, lengths: np.ndarray,
                    logprobs: np.ndarray, *, max_prompt_length: int, pad_id: int) -> dict:
   """numpy batch of `prompt ++ completion` rows (row i: prompt `prompts[i]`).
@@ -255,7 +249,7 @@ def sample_rollout(config, params, tokenizer, problems: Sequence[arithmetic.Prob
                       for row, n in zip(out.tokens, out.lengths)], bool)
   rollout = Rollout(
       problems=[problems[i] for i in rows], prompts=[problems[i].prompt for i in rows],
-      texts=[decode_completion(tokenizer, ids) for ids in out.completions()], tokens=out.tokens,
+      texts=[decode_sampled(tokenizer, ids) for ids in out.completions()], tokens=out.tokens,
       lengths=out.lengths, has_eos=has_eos, group_size=group_size,
       separator_id=tokenizer.token_to_id(arithmetic.STEP_SEPARATOR))
   if max_prompt_length is None:
@@ -317,7 +311,7 @@ def greedy_correct(config, params, tokenizer, problems, *, max_new_tokens: int,
     prompts = [[tokenizer.bos_id] + tokenizer.encode(p.prompt) for p in chunk]
     out = generate(config, params, prompts, max_new_tokens=max_new_tokens, temperature=0.0,
                    stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
-    correct += [arithmetic.is_correct(decode_completion(tokenizer, ids), p)
+    correct += [arithmetic.is_correct(decode_sampled(tokenizer, ids), p)
                 for p, ids in zip(chunk, out.completions())]
   return np.array(correct, dtype=bool)
 
