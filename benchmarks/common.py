@@ -229,6 +229,11 @@ def write_json(path: Path, payload: dict) -> Path:
   return path
 
 
+def save_results(name: str, results: dict, out: Path | None = None) -> Path:
+  """Write `results` to `out`, by default `results/<name>_<platform>.json`; returns the path."""
+  return write_json(out or RESULTS_DIR / f"{name}_{results['machine']['platform']}.json", results)
+
+
 def replace_section(text: str, heading: str, body: str) -> str:
   """Replace the `## heading` section of markdown `text` (up to the next `## `) by `body`.
 

@@ -234,10 +234,7 @@ def main(argv=None):
     parser.error("--steps must exceed --warmup + 1")
   results = run(args)
   print(table(results))
-  platform = results["machine"]["device"].split(":")[0]
-  out = args.out or common.RESULTS_DIR / f"rm_vs_trl_{platform}.json"
-  common.write_json(out, results)
-  print(f"wrote {out}")
+  print(f"wrote {common.save_results('rm_vs_trl', results, args.out)}")
 
 
 if __name__ == "__main__":

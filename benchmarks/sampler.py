@@ -286,10 +286,7 @@ def main(argv=None):
   result = run(args)
   print("\n".join(summary_lines(result)))
   print(table(result))
-  platform = result["machine"]["device"].split(":")[0]
-  out = args.out or common.RESULTS_DIR / f"sampler_{platform}.json"
-  common.write_json(out, result)
-  print(f"wrote {out}")
+  print(f"wrote {common.save_results('sampler', result, args.out)}")
 
 
 if __name__ == "__main__":

@@ -344,9 +344,7 @@ def main(argv=None):
   print()
   print(peaks_line(results))
   print(table(results, args.breakdown))
-  out = args.out or common.RESULTS_DIR / f"train_step_{results['machine']['platform']}.json"
-  common.write_json(out, results)
-  print(f"wrote {out}")
+  print(f"wrote {common.save_results('train_step', results, args.out)}")
   if args.update_readme:
     common.update_readme("Train step", readme_body(results, args.notes, args.breakdown))
     print(f"updated {common.README}")
