@@ -16,6 +16,8 @@ no scale, rloo) and `algo.loss` the normalization (grpo, bnpo, dr_grpo, dapo, gs
 
 import ml_collections
 
+from experiments.configs import sft
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -23,17 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.progress = True
   c.policy_dir = "runs/sft/policy"  # "" = a random policy of shape `model` (tests)
 
-  # Used only when policy_dir is empty (same fields as the SFT config's model).
-  c.model = ml_collections.ConfigDict()
-  c.model.hidden_size = 128
-  c.model.num_layers = 4
-  c.model.num_heads = 4
-  c.model.num_kv_heads = 4
-  c.model.intermediate_size = 384
-  c.model.max_length = 80
-  c.model.rope_theta = 10000.0
-  c.model.dtype = "float32"
-  c.model.remat = False
+  # Used only when policy_dir is empty: the SFT config's model.
+  c.model = ml_collections.ConfigDict(sft.get_config().model.to_dict())
 
   c.data = ml_collections.ConfigDict()
   c.data.num_ops = (2, 3, 4)
