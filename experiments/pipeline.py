@@ -330,7 +330,12 @@ def build_stages(cfg, workdir: str) -> list[stages_lib.Stage]:
 
 
 def run(cfg, workdir: str, *, only=(), stop_after: str | None = None) -> dict:
-  """Run (or resume) the pipeline; returns the summaries of the done stages."""
+  """Run (or resume) the pipeline; returns the summaries of the done stages.
+
+  Stage summaries record absolute paths, so a run can be resumed from any directory
+  (but not moved).
+  """
+  workdir = os.path.abspath(workdir)
   if cfg.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
@@ -368,7 +373,7 @@ def main(argv):
   print(f"pipeline: {len(done)}/{len(STAGES)} stages done, {time.perf_counter() - start:.0f} s "
         "this run")
   if "report" in done:
-    print(f"report: {done['report']['report_md']}")
+    print(f"report: {os.path.relpath(done['report']['report_md'])}")
 
 
 if __name__ == "__main__":

@@ -161,9 +161,13 @@ def _labels_section(labels: dict, out_dir: str) -> tuple[str, dict, str | None]:
       (os.path.basename(path) if path else None)
 
 
-def _rl_section(rl: dict) -> tuple[str, dict]:
+def _read_per_problem(rl: dict) -> dict:
+  """Greedy outcomes per held-out problem before and after RL (`rl/pass1_per_problem.json`)."""
   with open(rl["per_problem_file"]) as f:
-    per = json.load(f)
+    return json.load(f)
+
+
+def _rl_section(rl: dict, per: dict) -> tuple[str, dict]:
   before, after = np.asarray(per["before"], float), np.asarray(per["after"], float)
   n = before.size
   ci = lambda x: curves.wilson_interval(int(x.sum()), n)
@@ -193,7 +197,8 @@ def _at(tts: dict, method: str, n: int | None = None) -> np.ndarray | None:
   return np.asarray(m["per_problem_correct"][j], float)
 
 
-def _claims(tts: dict | None, labels: dict | None, rl: dict | None) -> list[dict]:
+def _claims(tts: dict | None, labels: dict | None, rl: dict | None,
+            per: dict | None) -> list[dict]:
   claims = []
 
   def add(paper, claim, a, b, what):
@@ -229,8 +234,6 @@ def _claims(tts: dict | None, labels: dict | None, rl: dict | None) -> list[dict
         _at(tts, "best_of_n_prm"), _at(tts, "best_of_n_prm", ns[0]),
         f"BoN-PRM at N={n_max} vs N={ns[0]}")
   if rl is not None:
-    with open(rl["per_problem_file"]) as f:
-      per = json.load(f)
     add("DeepSeekMath GRPO (Shao et al. 2024)", "GRPO with a verifiable reward raises pass@1",
         np.asarray(per["after"], float), np.asarray(per["before"], float),
         f"greedy pass@1 after vs before {rl['steps']} steps")
@@ -369,13 +372,14 @@ def write(out_dir: str, inputs: dict, seconds: dict, config: dict) -> dict:
       if _copy(os.path.join(tts_dir, name), out_dir, name):
         parts += [f"![{name[:-4]}]({name})", ""]
     report["tts"] = tts_out
+  per = _read_per_problem(inputs["rl"]) if inputs.get("rl") else None
   if inputs.get("rl"):
-    text, rl_out = _rl_section(inputs["rl"])
+    text, rl_out = _rl_section(inputs["rl"], per)
     parts += ["## GRPO", "", text, ""]
     if _copy(inputs["rl"]["curves"], out_dir, "rl_curves.png"):
       parts += ["![RL curves](rl_curves.png)", ""]
     report["rl"] = rl_out
-  claims = _claims(tts_results, labels_out, inputs.get("rl"))
+  claims = _claims(tts_results, labels_out, inputs.get("rl"), per)
   if claims:
     parts += ["## Which claims of the seed papers this run reproduces", "", _claims_table(claims),
               "", "At this scale (a 0.86M-parameter policy, a few hundred test problems) an "
