@@ -156,6 +156,30 @@ def test_process_scorer_reads_each_step_separator():
     np.testing.assert_allclose(probs[1], jax.nn.sigmoid(logits[0]), rtol=1e-5, atol=1e-6)
 
 
+def test_genarm_process_form_is_beta_times_the_partial_response_logprob_plus_bias():
+  config, params = _model("process", process_form="genarm", beta=0.5, step_bias=1.5)
+  assert set(params["head"]) == {"bias"} and float(params["head"]["bias"][0]) == 1.5
+  steps = [c.split("\n")[:-1] for c in COMPLETIONS]
+  probs = reward.ProcessScorer(config, params, TOK).score_steps(PROMPTS, steps)
+  for prompt, row, p in zip(PROMPTS, steps, probs):
+    prompt_ids = [TOK.bos_id] + TOK.encode(prompt)
+    ids, ends = list(prompt_ids), []
+    for step in row:
+      ids += TOK.encode(step + "\n")
+      ends.append(len(ids) - 1)
+    logits = np.asarray(models.logits(config.backbone, params["backbone"], jnp.asarray([ids])))[0]
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    token_logp = [logp[t - 1, ids[t]] for t in range(len(ids))]
+    expected = [0.5 * sum(token_logp[len(prompt_ids):end + 1]) + 1.5 for end in ends]
+    np.testing.assert_allclose(p, jax.nn.sigmoid(np.asarray(expected)), rtol=1e-4)
+  # Log-probabilities only fall, so each step's value is at most the one before it.
+  assert all(np.all(np.diff(p) <= 1e-6) for p in probs)
+  ex = encode.encode_steps(TOK, PROMPTS[0], steps[0], [1.0] * len(steps[0]), 40, 3)
+  with pytest.raises(ValueError, match="needs prompt_length"):
+    reward.step_logits(config, params, ex["tokens"][None], ex["mask"][None],
+                       ex["step_positions"][None])
+
+
 def test_genarm_scorer_is_beta_times_the_completion_logprob():
   config, params = _model("genarm", beta=0.1)
   scores = reward.GenARMScorer(config, params, TOK).score(PROMPTS, COMPLETIONS)
@@ -171,6 +195,7 @@ def test_genarm_scorer_is_beta_times_the_completion_logprob():
 @pytest.mark.parametrize("head,options", [
     ("outcome", {}), ("attributes", {"attribute_weights": (0.5, 0.5, 0.0, 0.0, 0.0)}),
     ("process", {"process_form": "lm_token", "plus_token_id": 13, "minus_token_id": 14}),
+    ("process", {"process_form": "genarm", "beta": 2.0, "step_bias": 0.5}),
     ("genarm", {"beta": 0.2}), ("value", {})])
 def test_save_and_load_roundtrip(head, options, tmp_path):
   config, params = _model(head, **options)

@@ -7,6 +7,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import rewardlab
@@ -19,6 +20,7 @@ from rewardlab.eval import reward_model as report_lib
 from rewardlab.models import reward as reward_lib
 from rewardlab.tasks import arithmetic, rm_data
 from rewardlab.train import reward
+from rewardlab.train import state as state_lib
 
 TOK = CharTokenizer.for_arithmetic()
 
@@ -70,6 +72,31 @@ def test_prm_trains_and_reports_processbench_f1(tmp_path):
   assert {"ece", "brier", "auroc"} <= set(report["calibration"])
   assert "step_accuracy" in json.loads((tmp_path / "train_metrics.jsonl").read_text().split("\n")[0])
   _check_run(results, tmp_path, "process")
+
+
+def test_genarm_form_prm_trains_its_bias_faster_with_the_head_multiplier(tmp_path):
+  cfg = rm_prm.tiny().unlock()
+  cfg.model.process_form, cfg.model.step_beta, cfg.model.step_bias = "genarm", 1.0, 2.0
+  cfg.train.learning_rate, cfg.train.head_lr_multiplier = 1e-4, 100.0
+  results = reward.run(cfg.lock(), str(tmp_path))
+  assert 0.0 <= results["eval"]["processbench_f1"] <= 1.0
+  config, params, _ = reward_lib.load_reward_model(results["reward_model_dir"])
+  assert config.process_form == "genarm" and config.beta == 1.0 and config.step_bias == 2.0
+  # Adam moves a parameter by about the learning rate per step: the bias (head) moved
+  # ~100x further than the backbone's 1e-4 per step could take it.
+  moved = abs(float(params["head"]["bias"][0]) - 2.0)
+  assert moved > 10 * 1e-4 * cfg.train.steps
+
+
+def test_scale_subtree_scales_only_that_subtree():
+  tx = state_lib.scale_subtree(optax.sgd(1.0), "head", 10.0)
+  params = {"backbone": {"w": jnp.ones(3)}, "head": {"b": jnp.ones(1)}}
+  grads = {"backbone": {"w": jnp.full(3, 0.5)}, "head": {"b": jnp.full(1, 0.5)}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates["backbone"]["w"], -0.5)
+  np.testing.assert_allclose(updates["head"]["b"], -5.0)
+  base = optax.sgd(1.0)
+  assert state_lib.scale_subtree(base, "head", 1.0) is base
 
 
 def test_regression_then_scaled_bt_initialized_from_it(tmp_path):

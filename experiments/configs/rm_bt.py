@@ -42,7 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.rope_theta = 10000.0
   c.model.dtype = "float32"
   c.model.remat = False
-  c.model.process_form = "classifier"  # prm head: classifier | lm_token
+  c.model.process_form = "classifier"  # prm head: classifier | lm_token | genarm
+  # genarm form: z_k = step_beta * (response log-prob up to step k) + bias (from step_bias)
+  c.model.step_beta = 1.0
+  c.model.step_bias = 2.0
   c.model.plus_token = ""  # lm_token form: the "good step" / "bad step" tokens
   c.model.minus_token = ""
   c.model.attribute_weights = (1.0, 0.0, 0.0, 0.0, 0.0)  # ranking reward of a regression RM
@@ -78,6 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps = 1500
   c.train.batch_size = 32
   c.train.learning_rate = 1e-3
+  c.train.head_lr_multiplier = 1.0  # the head's learning rate over the backbone's
   c.train.warmup_steps = 100
   c.train.weight_decay = 0.01
   c.train.clip_norm = 1.0

@@ -5,7 +5,12 @@ correct, half corrupted at a uniform step; labels are 1 before the first wrong s
 0 from it on (the `A:` answer line is the last step). Held-out problems by hash split.
 The LM regularizer (`loss.lm_coef`) trains on the steps before the first wrong one.
 `--config.model.process_form=lm_token --config.model.plus_token=+ --config.model.minus_token=-`
-trains the Math-Shepherd LM-token form instead.
+trains the Math-Shepherd LM-token form instead. `--config.model.process_form=genarm` reads
+step k as `model.step_beta` x (the response's log-likelihood up to step k) + a bias starting
+at `model.step_bias`: from a policy (`init_from`), the PRM starts as the policy's own
+likelihood and training moves the LM itself (use a GenARM-like learning rate, ~3e-5, and
+`train.head_lr_multiplier` of a few hundred so that the bias learns). The end-to-end
+pipeline (`experiments/configs/pipeline.py`) uses that form on its Monte-Carlo labels.
 
 Two variants (`--config experiments/configs/rm_prm.py:<variant>`):
 - `from_bt` (default): the backbone of the Bradley-Terry model of `rm_bt.py` (train it

@@ -139,6 +139,7 @@ def encode_steps(tokenizer: Tokenizer, prompt: Prompt, steps: Sequence[str],
   ``tokens``, ``mask`` [L]; ``step_positions`` [S] int32 = index of the last token of
   each ``step_k + separator`` (each segment is tokenized on its own, so this is exact);
   ``step_labels`` [S] float32; ``step_mask`` [S] int32. Unused step slots hold 0.
+  ``prompt_length`` [] int32: the first step's first token (the prompt's length).
   """
   if len(labels) != len(steps):
     raise ValueError(f"{len(labels)} labels for {len(steps)} steps")
@@ -148,6 +149,7 @@ def encode_steps(tokenizer: Tokenizer, prompt: Prompt, steps: Sequence[str],
     _drop(stats, "too_many_steps", f"{len(steps)} steps > max_steps {max_steps}")
     return None
   ids = encode_prompt(tokenizer, prompt)
+  prompt_length = len(ids)
   positions = []
   for k, step in enumerate(steps):
     segment = tokenizer.encode(step + separator)
@@ -165,7 +167,8 @@ def encode_steps(tokenizer: Tokenizer, prompt: Prompt, steps: Sequence[str],
           "mask": length_mask(len(ids), max_length),
           "step_positions": pad_to(positions, max_steps, 0),
           "step_labels": step_labels,
-          "step_mask": length_mask(n, max_steps)}
+          "step_mask": length_mask(n, max_steps),
+          "prompt_length": np.asarray(prompt_length, np.int32)}
 
 
 def encode_solution(tokenizer: Tokenizer, record: StepwiseSolution, max_length: int, *,

@@ -15,6 +15,10 @@ transformer:
 - process, LM-token form (Math-Shepherd / RLHFlow): `z_bk = u_+ · h - u_- · h` with
   `u_±` the backbone's unembedding columns of two designated tokens, so that
   `σ(z) = softmax([z_+, z_-])_0`.
+- process, GenARM form (a token-level reward's partial sums as step values, as in the
+  implicit PRM of Yuan et al. 2024 without a reference model): `z_bk = β Σ_t m_bt
+  log π_r(y_t | x, y_<t) + c` over the response tokens up to `step_positions_bk`. Made
+  from a policy, it starts as the policy's own likelihood of the solution so far.
 - value (PPO critic): `v_bt = w · h[b, t] + c` at every position, `[B, T]`.
 - GenARM: the LM itself is the reward model; `log π_r(y_t | x, y_<t)` per token from the
   logits and `r = β Σ_t m_t log π_r(y_t | ...)` over the response tokens.
@@ -140,6 +144,16 @@ def response_mask(mask: Array, prompt_length: Array) -> Array:
   """1 on response tokens: `t >= prompt_length_b` and `mask[b, t] = 1`. `[B, T], [B] -> [B, T]`."""
   positions = jnp.arange(mask.shape[1], dtype=jnp.int32)[None]
   return (mask.astype(bool) & (positions >= prompt_length[:, None])).astype(jnp.int32)
+
+
+def step_genarm_head(logits: Array, tokens: Array, mask: Array, prompt_length: Array,
+                     step_positions: Array, beta: float, bias: Array) -> Array:
+  """GenARM-form step logits `β Σ_{prompt_length <= t <= p_k} log π_r(y_t | ...) + c`:
+  `[B, T, V], [B, T], [B, T], [B], [B, S] -> [B, S]`."""
+  logps = token_logprobs(logits, tokens) * response_mask(mask, prompt_length)
+  partial = jnp.cumsum(logps, axis=1)  # [B, T]: the response's log-prob up to token t
+  at_steps = jnp.take_along_axis(partial, step_positions.astype(jnp.int32), axis=1)
+  return beta * at_steps + bias.astype(jnp.float32)[0]
 
 
 def genarm_head(logits: Array, tokens: Array, mask: Array, prompt_length: Array,

@@ -8,7 +8,8 @@ head           output                                      trained as (train/rew
 =============  ==========================================  ==============================
 outcome        `[B]` scalar at the EOS                     bt, scaled_bt
 attributes     `[B, K]` scores at the EOS (+ weighted sum)  regression
-process        `[B, S]` step logits (classifier / lm_token) prm
+process        `[B, S]` step logits (classifier /          prm
+               lm_token / genarm form)
 value          `[B, T]` per-token values                    (PPO critic)
 genarm         `[B, T]` token log-probs of the LM itself    genarm
 =============  ==========================================  ==============================
@@ -44,7 +45,7 @@ from rewardlab.models.config import TransformerConfig
 from rewardlab.models.hf import load_pretrained, save_pretrained
 
 HEADS = ("outcome", "attributes", "process", "value", "genarm")
-PROCESS_FORMS = ("classifier", "lm_token")
+PROCESS_FORMS = ("classifier", "lm_token", "genarm")
 REWARD_CONFIG_FILE = "reward_config.json"
 HEAD_FILE = "head.safetensors"
 
@@ -55,7 +56,9 @@ class RewardModelConfig:
 
   `attribute_weights` turn attribute scores into the ranking reward `Σ w_k s_k`
   (default: helpfulness only). `process_form` picks the PRM parametrization;
-  `lm_token` needs `plus_token_id` / `minus_token_id`. `beta` scales GenARM rewards.
+  `lm_token` needs `plus_token_id` / `minus_token_id`. `beta` scales GenARM rewards,
+  and the log-probabilities of the `genarm` process form, whose bias starts at
+  `step_bias` (the only head parameter of that form).
   """
 
   backbone: TransformerConfig
@@ -66,6 +69,7 @@ class RewardModelConfig:
   plus_token_id: int | None = None
   minus_token_id: int | None = None
   beta: float = 0.05
+  step_bias: float = 0.0
 
   def __post_init__(self):
     object.__setattr__(self, "attributes", tuple(self.attributes))
@@ -102,7 +106,7 @@ class RewardModelConfig:
 
 def linear_head_shape(config: RewardModelConfig) -> tuple[int, bool] | None:
   """(outputs K, has bias) of the head's linear layer; None when the backbone's
-  unembedding is the head (genarm, process in lm_token form)."""
+  unembedding is the head (genarm, process in lm_token or genarm form)."""
   return {
       "outcome": (1, False),  # no bias: exactly a Hugging Face `score` layer
       "attributes": (len(config.attributes), True),
@@ -115,6 +119,9 @@ def linear_head_shape(config: RewardModelConfig) -> tuple[int, bool] | None:
 def _boxed_head(config: RewardModelConfig, rng) -> dict:
   """Boxed head params (logical axis names attached); {} for heads without params."""
   shape = linear_head_shape(config)
+  if config.head == "process" and config.process_form == "genarm":
+    bias = jnp.full((1,), config.step_bias, config.backbone.storage_dtype)
+    return {"bias": nn.LogicallyPartitioned(bias, ("attributes",))}
   if shape is None:
     return {}
   outputs, bias = shape
@@ -165,9 +172,16 @@ def _outcome_from_hidden(config, params, hidden, score_index):
   return heads.outcome_head(params["head"], hidden, score_index)
 
 
-def _steps_from_hidden(config, params, hidden, step_positions):
+def _steps_from_hidden(config, params, hidden, step_positions, tokens, mask, prompt_length):
   if config.process_form == "classifier":
     return heads.step_classifier_head(params["head"], hidden, step_positions)
+  if config.process_form == "genarm":
+    if prompt_length is None:
+      raise ValueError("the genarm process form needs prompt_length (where the response starts)")
+    logits = models.unembed(config.backbone, params["backbone"], hidden)
+    mask = jnp.ones_like(tokens) if mask is None else mask
+    return heads.step_genarm_head(logits, tokens, mask, prompt_length, step_positions,
+                                  config.beta, params["head"]["bias"])
   unembed = functools.partial(models.unembed, config.backbone, params["backbone"])
   return heads.step_lm_token_head(unembed, hidden, step_positions, config.plus_token_id,
                                   config.minus_token_id)
@@ -193,10 +207,15 @@ def outcome_scores(config: RewardModelConfig, params, tokens, mask, score_index)
   return _outcome_from_hidden(config, params, _hidden(config, params, tokens, mask), score_index)
 
 
-def step_logits(config: RewardModelConfig, params, tokens, mask, step_positions):
-  """`[B, T]` tokens -> `[B, S]` step logits at `step_positions` (`p_k = σ(z_k)`)."""
+def step_logits(config: RewardModelConfig, params, tokens, mask, step_positions,
+                prompt_length=None):
+  """`[B, T]` tokens -> `[B, S]` step logits at `step_positions` (`p_k = σ(z_k)`).
+
+  `prompt_length` `[B]` (where each response starts) is needed by the genarm form only.
+  """
   _require(config, ("process",), "step_logits")
-  return _steps_from_hidden(config, params, _hidden(config, params, tokens, mask), step_positions)
+  return _steps_from_hidden(config, params, _hidden(config, params, tokens, mask), step_positions,
+                            tokens, mask, prompt_length)
 
 
 def outcome_scores_and_logprobs(config: RewardModelConfig, params, tokens, mask, score_index):
@@ -208,11 +227,12 @@ def outcome_scores_and_logprobs(config: RewardModelConfig, params, tokens, mask,
           _logprobs_from_hidden(config, params, hidden, tokens))
 
 
-def step_logits_and_logprobs(config: RewardModelConfig, params, tokens, mask, step_positions):
+def step_logits_and_logprobs(config: RewardModelConfig, params, tokens, mask, step_positions,
+                             prompt_length=None):
   """`step_logits` `[B, S]` and the backbone LM's `token_logprobs` `[B, T]` from one pass."""
   _require(config, ("process",), "step_logits_and_logprobs")
   hidden = _hidden(config, params, tokens, mask)
-  return (_steps_from_hidden(config, params, hidden, step_positions),
+  return (_steps_from_hidden(config, params, hidden, step_positions, tokens, mask, prompt_length),
           _logprobs_from_hidden(config, params, hidden, tokens))
 
 
@@ -376,10 +396,11 @@ class ProcessScorer(_BucketedScorer):
         raise ValueError(f"item {i}: prompt and {len(row)} steps exceed the model's "
                          f"max_position_embeddings {self.max_length}")
       items.append({"ids": ex["tokens"][:int(ex["mask"].sum())].tolist(),
-                    "step_positions": ex["step_positions"]})
+                    "step_positions": ex["step_positions"], "prompt_length": ex["prompt_length"]})
       where.append(i)
     fn = lambda b: jax.nn.sigmoid(jit_step_logits(self.config, self.params, b["tokens"],
-                                                  b["mask"], b["step_positions"]))
+                                                  b["mask"], b["step_positions"],
+                                                  b["prompt_length"]))
     out = [np.zeros((0,), np.float32) for _ in steps]
     for i, probs in zip(where, self._run(items, fn) if items else []):
       out[i] = np.asarray(probs[:len(steps[i])], np.float32)

@@ -157,7 +157,8 @@ def good_prefix_mask(batch: dict) -> jax.Array:
 def prm_loss(rm: RMConfig, cfg: Config):
   coef = cfg.loss.lm_coef
   def loss_fn(params, batch):
-    args = (rm, params, batch["tokens"], batch["mask"], batch["step_positions"])
+    args = (rm, params, batch["tokens"], batch["mask"], batch["step_positions"],
+            batch.get("prompt_length"))
     nll = None
     if coef:
       logits, logps = reward_lib.step_logits_and_logprobs(*args)
@@ -199,11 +200,11 @@ def eval_regression(rm, params, ex, cfg) -> dict:
 
 
 def eval_prm(rm, params, ex, cfg) -> dict:
-  fn = lambda tokens, mask, positions: jax.nn.sigmoid(
-      reward_lib.jit_step_logits(rm, params, tokens, mask, positions))
+  fn = lambda tokens, mask, positions, prompt_length: jax.nn.sigmoid(
+      reward_lib.jit_step_logits(rm, params, tokens, mask, positions, prompt_length))
   probs = reward_lib.apply_in_batches(
-      fn, {"tokens": ex["tokens"], "mask": ex["mask"], "positions": ex["step_positions"]},
-      cfg.eval.batch_size)
+      fn, {"tokens": ex["tokens"], "mask": ex["mask"], "positions": ex["step_positions"],
+           "prompt_length": ex["prompt_length"]}, cfg.eval.batch_size)
   counts = ex["step_mask"].sum(axis=1)
   rows = [p[:n] for p, n in zip(probs, counts)]
   first = [report_lib.first_error_label(y[:n]) for y, n in zip(ex["step_labels"], counts)]
@@ -313,6 +314,14 @@ def outcome_head_from_attributes(head: dict, weights) -> dict:
   return {"kernel": head["kernel"] @ jnp.asarray(weights, head["kernel"].dtype)[:, None]}
 
 
+def _scale_options(m, head: str, genarm_beta: float) -> dict:
+  """`beta` (and `step_bias`) of the RM config: the process head's genarm form has its
+  own scale and starting bias (`model.step_beta`, `model.step_bias`)."""
+  if head == "process" and m.process_form == "genarm":
+    return {"beta": m.step_beta, "step_bias": m.step_bias}
+  return {"beta": genarm_beta}
+
+
 def build_model(cfg: Config, objective: Objective, tokenizer, mesh=None):
   """`(rm_config, params)`: from `cfg.model` at random, or from `cfg.init_from` (a Hugging
   Face directory, or a saved reward model whose backbone, and head when compatible, is kept)."""
@@ -328,7 +337,8 @@ def build_model(cfg: Config, objective: Objective, tokenizer, mesh=None):
   token_id = lambda t: tokenizer.token_to_id(t) if t else None
   rm = RMConfig(backbone=backbone, head=objective.head, process_form=m.process_form,
                 plus_token_id=token_id(m.plus_token), minus_token_id=token_id(m.minus_token),
-                attribute_weights=tuple(m.attribute_weights), beta=cfg.loss.beta)
+                attribute_weights=tuple(m.attribute_weights),
+                **_scale_options(m, objective.head, cfg.loss.beta))
   params = reward_lib.init_reward_model(rm, jax.random.key(cfg.seed), mesh=mesh,
                                         backbone_params=backbone_params)
   if source is not None and source.head == "attributes" and rm.head == "outcome":
@@ -364,6 +374,7 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
                                               cfg.train.warmup_steps)
   tx = state_lib.adamw(schedule, weight_decay=cfg.train.weight_decay,
                        clip_norm=cfg.train.clip_norm)
+  tx = state_lib.scale_subtree(tx, "head", cfg.train.head_lr_multiplier)
   state = state_lib.TrainState.create(params, tx)
   train_step = step_lib.make_train_step(
       objective.loss(rm, cfg), tx, mesh=mesh,

@@ -50,3 +50,13 @@ def adamw(schedule: optax.Schedule, *, weight_decay: float = 0.0, b1: float = 0.
   parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay,
                            mask=decay_mask))
   return optax.chain(*parts)
+
+
+def scale_subtree(tx: optax.GradientTransformation, key: str,
+                  multiplier: float) -> optax.GradientTransformation:
+  """`tx` whose updates of the top-level subtree `params[key]` are scaled by `multiplier`
+  (a faster learning rate for a new head on a pretrained backbone)."""
+  if multiplier == 1.0:
+    return tx
+  mask = lambda params: {k: jax.tree.map(lambda _: k == key, v) for k, v in params.items()}
+  return optax.chain(tx, optax.masked(optax.scale(multiplier), mask))
