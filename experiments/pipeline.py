@@ -249,7 +249,23 @@ def _rm_config(cfg, kind: str, policy_dir: str, fmt: str, train, evaluation):
                 loss__lm_coef=m.lm_coef if kind in ("bt", "prm") else 0.0)
   if kind == "genarm":
     fields.update(train__learning_rate=m.genarm_learning_rate, loss__beta=m.genarm_beta)
+  if kind == "prm":
+    fields.update(model__process_form=m.prm_form, model__step_beta=m.prm_beta,
+                  model__step_bias=m.prm_bias, train__learning_rate=m.prm_learning_rate,
+                  train__head_lr_multiplier=m.prm_head_lr_multiplier)
   return _set(c, **fields)
+
+
+_RM_OWN_FIELDS = {"genarm": ("genarm_learning_rate", "genarm_beta"),
+                  "prm": ("prm_form", "prm_beta", "prm_bias", "prm_learning_rate",
+                          "prm_head_lr_multiplier")}
+
+
+def _rm_stage_config(cfg, kind: str) -> dict:
+  """The `cfg.rm` fields a reward-model stage uses: the shared ones and its own, so that
+  changing one model's options leaves the other finished stages reusable."""
+  others = {f for k, fields in _RM_OWN_FIELDS.items() if k != kind for f in fields}
+  return {"kind": kind, **{k: v for k, v in dict(cfg.rm).items() if k not in others}}
 
 
 def stage_rm(cfg, name: str, kind: str):
@@ -265,7 +281,7 @@ def stage_rm(cfg, name: str, kind: str):
             "train_examples": results["train_examples"], "eval_examples": results["eval_examples"],
             "train_seconds": results["train_seconds_this_run"], "eval": results["eval"],
             "data": results["data"], "train_data": train}
-  return stages_lib.Stage(name, fn, {"kind": kind, **dict(cfg.rm)})
+  return stages_lib.Stage(name, fn, _rm_stage_config(cfg, kind))
 
 
 def stage_tts(cfg):

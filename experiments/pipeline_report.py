@@ -252,7 +252,7 @@ def _claims(tts: dict | None, labels: dict | None, rl: dict | None,
   return claims
 
 
-def _reading(inputs: dict, tts: dict | None) -> list[str]:
+def _reading(inputs: dict, tts: dict | None, config: dict) -> list[str]:
   """Plain-language notes that tie the verdicts to the reward models' measured quality."""
   notes = []
   prm, orm = inputs.get("rm_prm"), inputs.get("rm_orm")
@@ -267,11 +267,21 @@ def _reading(inputs: dict, tts: dict | None) -> list[str]:
     if total:
       note += (" The first error of the policy's wrong held-out solutions is an arithmetic slip "
                f"(right operation on the right value, wrong result) in {_pct(kinds['slip'] / total)}% "
-               "of them (" + ", ".join(f"{k} {v}" for k, v in kinds.items()) + "). To see a slip "
-               "a verifier must compute better than the policy, and a few hundred steps on a few "
-               "hundred labelled solutions do not teach a model of this size that.")
-    note += (" Where best-of-N, beam search or DVTS with this PRM fall below majority vote, the "
-             "search is following a nearly uninformative score.")
+               "of them (" + ", ".join(f"{k} {v}" for k, v in kinds.items()) + ").")
+    if config.get("rm", {}).get("prm_form") == "genarm":
+      note += (" This PRM reads step k as the log-likelihood of the solution up to step k under "
+               "an LM that starts as the policy, plus a learned bias (`rm.prm_form=genarm`). A "
+               "sampled slip is usually an unlikely token, so the PRM sees slips from its first "
+               "step; training on the Monte-Carlo labels moves its threshold and calibration. A "
+               "linear head on the separator's hidden state (`rm.prm_form=classifier`) has to "
+               "learn to compute better than the policy before it sees a slip, which a few "
+               "hundred steps on a few hundred labelled solutions do not teach a model of this "
+               "size.")
+    methods = (tts or {}).get("methods", {})
+    if "best_of_n_prm" in methods and "majority" in methods:
+      gap = methods["best_of_n_prm"]["accuracy"][-1] - methods["majority"]["accuracy"][-1]
+      note += (f" Best-of-{tts['ns'][-1]} with it is {_pct(abs(gap))} points "
+               f"{'above' if gap >= 0 else 'below'} majority vote.")
     notes.append(note)
   if orm is not None and base is not None:
     note = (f"The outcome RM ranks a right above a wrong held-out solution "
@@ -385,7 +395,7 @@ def write(out_dir: str, inputs: dict, seconds: dict, config: dict) -> dict:
               "", "At this scale (a 0.86M-parameter policy, a few hundred test problems) an "
               "unresolved claim means the difference is smaller than the run can measure, not "
               "that it is absent.", ""]
-    notes = _reading(inputs, tts_results)
+    notes = _reading(inputs, tts_results, config)
     if notes:
       parts += ["### Reading the results", ""] + [f"- {n}" for n in notes] + [""]
     report["claims"] = claims

@@ -82,6 +82,19 @@ def test_pipeline_runs_resumes_and_reports(tmp_path):
         pipeline.run(changed.lock(), str(tmp_path))
 
 
+def test_reward_model_stages_record_only_the_fields_they_use():
+  cfg = pipeline_config.get_config()
+  changed = cfg.unlock().copy_and_resolve_references()
+  changed.rm.prm_bias, changed.rm.genarm_beta = 0.5, 0.2
+  for kind, differs in (("bt", False), ("prm", True), ("genarm", True)):
+    before, after = pipeline._rm_stage_config(cfg, kind), pipeline._rm_stage_config(changed, kind)
+    assert (before != after) == differs, kind
+  assert "prm_bias" not in pipeline._rm_stage_config(cfg, "genarm")
+  assert "genarm_beta" not in pipeline._rm_stage_config(cfg, "prm")
+  changed.rm.steps = 7  # shared by every reward model
+  assert all(pipeline._rm_stage_config(changed, k)["steps"] == 7 for k in ("bt", "prm", "genarm"))
+
+
 def test_bad_label_settings_raise():
     cfg = pipeline_config.tiny().unlock()
     cfg.labels.target = "medium"

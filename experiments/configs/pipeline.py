@@ -58,6 +58,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.rm.lm_coef = 0.0
   c.rm.genarm_learning_rate = 3e-5  # GenARM starts as the policy; faster rates overfit the pairs
   c.rm.genarm_beta = 0.05
+  # The PRM's head: "genarm" reads step k as prm_beta x (the response's log-prob up to
+  # step k) + a bias (starting at prm_bias), so it starts as the policy's own likelihood;
+  # "classifier" is a linear head on the hidden state at the step's separator.
+  c.rm.prm_form = "genarm"
+  c.rm.prm_beta = 1.0
+  c.rm.prm_bias = 2.0
+  c.rm.prm_learning_rate = 3e-5  # the genarm form trains the LM itself, as GenARM does
+  c.rm.prm_head_lr_multiplier = 300.0  # its bias learns at ~1e-2
 
   c.tts = ml_collections.ConfigDict()
   c.tts.num_problems = 128
