@@ -20,6 +20,7 @@ the shortest possible step; `bound share` = that time / our measured step time.
 
     python benchmarks/sampler.py                        # the DESIGN.md peer setup
     python benchmarks/sampler.py --batch 64 --new-tokens 256 --device gpu --skip-hf
+    python benchmarks/sampler.py --device gpu --torch-device cuda --torch-threads 16
 
 Writes benchmarks/results/sampler_<platform>.json.
 """
@@ -70,7 +71,7 @@ def hf_caller(model, prompts: np.ndarray, args, threads: int):
   """A call of transformers greedy `generate` with `threads` torch threads -> new tokens."""
   import torch  # pylint: disable=import-outside-toplevel
 
-  ids = torch.tensor(prompts, dtype=torch.long)
+  ids = torch.tensor(prompts, dtype=torch.long, device=args.torch_device)
   mask = torch.ones_like(ids)
 
   def call():
@@ -79,7 +80,7 @@ def hf_caller(model, prompts: np.ndarray, args, threads: int):
       out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
                            min_new_tokens=args.new_tokens, do_sample=False,
                            eos_token_id=None, pad_token_id=0)
-    return out[:, prompts.shape[1]:].numpy()
+    return out[:, prompts.shape[1]:].cpu().numpy()
 
   return call
 
@@ -166,6 +167,8 @@ def run(args) -> dict:
   with jax.default_device(device):
     bandwidth = {"dram": memory_bandwidth(args.bandwidth_mb << 20, device),
                  "working_set": memory_bandwidth(int(step_bytes["total"]), device)}
+    if not args.skip_hf:
+      model.to(args.torch_device)
     calls = {("rewardlab", chunk): our_caller(config, params, prompts, args, chunk)
              for chunk in args.cache_chunks}
     if not args.skip_hf:
@@ -273,6 +276,8 @@ def parse_args(argv=None):
   add("--device", choices=["cpu", "gpu", "tpu"], default=None,
       help="jax platform (default: jax's default backend)")
   add("--skip-hf", action="store_true", help="time rewardlab only")
+  add("--torch-device", default="cpu",
+      help="torch device for transformers ('cuda' to compare on the GPU)")
   add("--out", type=Path, default=None,
       help="JSON path (default benchmarks/results/sampler_<platform>.json)")
   args = parser.parse_args(argv)
