@@ -170,15 +170,21 @@ class Attention(nn.Module):
     v = jnp.swapaxes(v, 1, 2).astype(dt)
     new_cache = None
     if cache is not None:
-      write = jax.vmap(lambda c, new, start: jax.lax.dynamic_update_slice(c, new, (0, start, 0)))
+      # Keys are cached transposed, [B, K, E, S]: the query-key product is then a plain
+      # [G·T, E] x [E, S] matrix product per (row, kv head). With [B, K, S, E] XLA:CPU ran
+      # it ~5x slower (101 vs 20 us per decode step and layer at batch 16 x 144 slots).
+      write = jax.vmap(lambda c, new, at: jax.lax.dynamic_update_slice(c, new, at))
       start = positions[:, 0]
-      k = write(cache["k"], k.astype(cache["k"].dtype), start)  # [B, K, S, E]
-      v = write(cache["v"], v.astype(cache["v"].dtype), start)
+      zero = jnp.zeros_like(start)
+      k = write(cache["k"], jnp.swapaxes(k, 2, 3).astype(cache["k"].dtype),
+                (zero, zero, start))  # [B, K, E, S]
+      v = write(cache["v"], v.astype(cache["v"].dtype), (zero, start, zero))  # [B, K, S, E]
       new_cache = {"k": k, "v": v}
     batch, length = q.shape[:2]
     group = num_heads // num_kv
     q = q.reshape(batch, length, num_kv, group, head).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, E]
-    scores = _einsum("bkgte,bkse->bkgts", q, k, dt) / math.sqrt(head)
+    keys = "bkgte,bkes->bkgts" if cache is not None else "bkgte,bkse->bkgts"
+    scores = _einsum(keys, q, k, dt) / math.sqrt(head)
     scores = jnp.where(key_mask[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1)
     out = _einsum("bkgts,bkse->bkgte", probs, v, dt)
@@ -261,7 +267,7 @@ class Transformer(nn.Module):
       layer_caches = [None] * len(self.layers)
     else:
       positions = cache["lengths"][:, None] + jnp.arange(length, dtype=jnp.int32)[None]
-      slots = cache["k"][0].shape[2]
+      slots = cache["v"][0].shape[2]
       key_mask = jnp.arange(slots)[None, None, :] <= positions[:, :, None]  # [B, T, S]
       layer_caches = [{"k": k, "v": v} for k, v in zip(cache["k"], cache["v"])]
 
@@ -295,8 +301,10 @@ class Transformer(nn.Module):
 
 def init_cache(config: TransformerConfig, batch_size: int, max_length: int,
                dtype=None) -> dict:
-  """An empty KV cache with `max_length` slots per row."""
+  """An empty KV cache with `max_length` slots per row: per layer, keys `[B, K, E, S]`
+  (transposed, see `Attention`) and values `[B, K, S, E]`."""
   dtype = config.compute_dtype if dtype is None else dtype
-  shape = (batch_size, config.num_kv_heads, max_length, config.head_size)
-  zeros = lambda: [jnp.zeros(shape, dtype) for _ in range(config.num_layers)]
-  return {"k": zeros(), "v": zeros(), "lengths": jnp.zeros((batch_size,), jnp.int32)}
+  b, k, e = batch_size, config.num_kv_heads, config.head_size
+  zeros = lambda shape: [jnp.zeros(shape, dtype) for _ in range(config.num_layers)]
+  return {"k": zeros((b, k, e, max_length)), "v": zeros((b, k, max_length, e)),
+          "lengths": jnp.zeros((batch_size,), jnp.int32)}

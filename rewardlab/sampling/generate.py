@@ -27,7 +27,8 @@ from rewardlab.models.config import TransformerConfig
 from rewardlab.sampling import stops as stops_lib
 from rewardlab.sampling.filters import SamplingParams, choose_tokens
 
-_CACHE_AXES = ("activation_batch", "activation_kv_heads", "cache_length", None)
+_KEY_AXES = ("activation_batch", "activation_kv_heads", None, "cache_length")  # [B, K, E, S]
+_VALUE_AXES = ("activation_batch", "activation_kv_heads", "cache_length", None)  # [B, K, S, E]
 
 
 @dataclasses.dataclass
@@ -96,15 +97,16 @@ def segment_ends(max_new_tokens: int, cache_chunk: int | None) -> tuple[int, ...
 
 
 def _constrain_cache(cache: dict) -> dict:
-  return {**cache, "k": [sharding.constrain(c, _CACHE_AXES) for c in cache["k"]],
-          "v": [sharding.constrain(c, _CACHE_AXES) for c in cache["v"]]}
+  return {**cache, "k": [sharding.constrain(c, _KEY_AXES) for c in cache["k"]],
+          "v": [sharding.constrain(c, _VALUE_AXES) for c in cache["v"]]}
 
 
 def _grow_cache(cache: dict, slots: int) -> dict:
-  """Zero-pad every layer's keys/values [B, K, S, E] to `slots` slots."""
-  pad = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, slots - c.shape[2]), (0, 0)))
-  return _constrain_cache({**cache, "k": [pad(c) for c in cache["k"]],
-                           "v": [pad(c) for c in cache["v"]]})
+  """Zero-pad every layer's keys [B, K, E, S] and values [B, K, S, E] to `slots` slots."""
+  pad = lambda c, axis: jnp.pad(c, [(0, slots - c.shape[axis]) if a == axis else (0, 0)
+                                    for a in range(c.ndim)])
+  return _constrain_cache({**cache, "k": [pad(c, 3) for c in cache["k"]],
+                           "v": [pad(c, 2) for c in cache["v"]]})
 
 
 def _prefill(config, params, prompt_tokens, prompt_lengths, slots: int):
