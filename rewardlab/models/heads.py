@@ -146,11 +146,11 @@ def response_mask(mask: Array, prompt_length: Array) -> Array:
   return (mask.astype(bool) & (positions >= prompt_length[:, None])).astype(jnp.int32)
 
 
-def step_genarm_head(logits: Array, tokens: Array, mask: Array, prompt_length: Array,
-                     step_positions: Array, beta: float, bias: Array) -> Array:
-  """GenARM-form step logits `β Σ_{prompt_length <= t <= p_k} log π_r(y_t | ...) + c`:
-  `[B, T, V], [B, T], [B, T], [B], [B, S] -> [B, S]`."""
-  logps = token_logprobs(logits, tokens) * response_mask(mask, prompt_length)
+def step_genarm_head(logps: Array, mask: Array, prompt_length: Array, step_positions: Array,
+                     beta: float, bias: Array) -> Array:
+  """GenARM-form step logits `β Σ_{prompt_length <= t <= p_k} log π_r(y_t | ...) + c` from
+  the LM's `token_logprobs`: `[B, T], [B, T], [B], [B, S] -> [B, S]`."""
+  logps = logps * response_mask(mask, prompt_length)
   partial = jnp.cumsum(logps, axis=1)  # [B, T]: the response's log-prob up to token t
   at_steps = jnp.take_along_axis(partial, step_positions.astype(jnp.int32), axis=1)
   return beta * at_steps + bias.astype(jnp.float32)[0]

@@ -172,16 +172,19 @@ def _outcome_from_hidden(config, params, hidden, score_index):
   return heads.outcome_head(params["head"], hidden, score_index)
 
 
-def _steps_from_hidden(config, params, hidden, step_positions, tokens, mask, prompt_length):
+def _steps_from_hidden(config, params, hidden, step_positions, tokens, mask, prompt_length,
+                       logps=None):
+  """Step logits; `logps` (the LM's token log-probs, if already computed) serves the genarm form."""
   if config.process_form == "classifier":
     return heads.step_classifier_head(params["head"], hidden, step_positions)
   if config.process_form == "genarm":
     if prompt_length is None:
       raise ValueError("the genarm process form needs prompt_length (where the response starts)")
-    logits = models.unembed(config.backbone, params["backbone"], hidden)
+    if logps is None:
+      logps = _logprobs_from_hidden(config, params, hidden, tokens)
     mask = jnp.ones_like(tokens) if mask is None else mask
-    return heads.step_genarm_head(logits, tokens, mask, prompt_length, step_positions,
-                                  config.beta, params["head"]["bias"])
+    return heads.step_genarm_head(logps, mask, prompt_length, step_positions, config.beta,
+                                  params["head"]["bias"])
   unembed = functools.partial(models.unembed, config.backbone, params["backbone"])
   return heads.step_lm_token_head(unembed, hidden, step_positions, config.plus_token_id,
                                   config.minus_token_id)
@@ -232,8 +235,9 @@ def step_logits_and_logprobs(config: RewardModelConfig, params, tokens, mask, st
   """`step_logits` `[B, S]` and the backbone LM's `token_logprobs` `[B, T]` from one pass."""
   _require(config, ("process",), "step_logits_and_logprobs")
   hidden = _hidden(config, params, tokens, mask)
-  return (_steps_from_hidden(config, params, hidden, step_positions, tokens, mask, prompt_length),
-          _logprobs_from_hidden(config, params, hidden, tokens))
+  logps = _logprobs_from_hidden(config, params, hidden, tokens)  # one unembedding for both
+  return (_steps_from_hidden(config, params, hidden, step_positions, tokens, mask, prompt_length,
+                             logps), logps)
 
 
 def token_logprobs(config: RewardModelConfig, params, tokens, mask):
