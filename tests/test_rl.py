@@ -158,6 +158,32 @@ def test_old_logprobs_equal_the_samplers(tiny_policy):
   assert np.all(np.asarray(out["logp"])[mask] < 0)
 
 
+def test_old_logprobs_equal_the_samplers_at_a_lower_temperature(tiny_policy):
+  # Rollouts at temperature 0.7: the update's log-probs must be those of softmax(z / 0.7).
+  config, params, _, _ = tiny_policy
+  cfg = rl_grpo.tiny()
+  tok = rl.load_policy(cfg, 64)[2]
+  rollout, batch = rl_rewards.sample_rollout(
+      config, params, tok, [PROBLEM], group_size=cfg.rollout.group_size,
+      max_new_tokens=cfg.rollout.max_new_tokens, rng=jax.random.PRNGKey(1),
+      max_prompt_length=cfg.rollout.max_prompt_length, temperature=0.7)
+  data = jax.tree.map(jnp.asarray, batch)
+  mask = batch["completion_mask"].astype(bool)
+  assert mask.sum() > 10
+  tempered = rl.policy_outputs(config, {"policy": params}, data, temperature=0.7)
+  plain = rl.policy_outputs(config, {"policy": params}, data)
+  # The sampler reports untempered log-probs; the update's are those of softmax(z / 0.7).
+  np.testing.assert_allclose(np.asarray(plain["logp"])[mask],
+                             batch["sampler_logprobs"][mask], atol=1e-4)
+  expected = jnp.take_along_axis(jax.nn.log_softmax(plain["logits"] / 0.7),
+                                 data["completion_tokens"][..., None], axis=-1)[..., 0]
+  np.testing.assert_allclose(np.asarray(tempered["logp"])[mask], np.asarray(expected)[mask],
+                             atol=1e-5)
+  assert np.abs(np.asarray(tempered["logp"] - plain["logp"])[mask]).max() > 1e-2
+  with pytest.raises(ValueError, match="temperature must be positive"):
+    rl.Algorithm(temperature=0.0)
+
+
 def _mean_token_logp(config, params, batch):
   out = rl.policy_outputs(config, {"policy": params}, jax.tree.map(jnp.asarray, batch))
   mask = batch["completion_mask"]

@@ -79,6 +79,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.algo.value_clip = 0.2
   c.algo.whiten_advantages = True
   c.algo.missing_eos_penalty = 0.0
+  c.algo.temperature = 1.0       # rollout temperature; log-probs use logits / temperature
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-5

@@ -1,7 +1,7 @@
 """RL fine-tuning of a policy on the synthetic task: GRPO family, PPO with a value head, TTRL.
 
 One RL step:
-  host    B prompts -> `generate` G completions each (temperature 1, stop at EOS)
+  host    B prompts -> `generate` G completions each (temperature `algo.temperature`, stop at EOS)
           -> rewards by name (`rl_rewards`) -> a fixed-shape batch
   device  `update(state, batch) -> (state, metrics)`, one jit: log-probs of the sampled
           tokens under π_θ (these are π_old) and under the frozen reference, advantages
@@ -10,10 +10,12 @@ One RL step:
 
 Old log-probs are recomputed inside `update` with the parameters before the step, by
 the very forward pass the loss uses, rather than taken from the sampler: they agree
-with the sampler's log-probs up to float rounding (tested to 1e-4 at temperature 1;
+with the sampler's log-probs up to float rounding (tested to 1e-4;
 logged as `sampler_logprob_diff`), and recomputing makes the first ratio exactly 1, so
 the clip fraction measures policy movement and not KV-cache rounding. PPO needs that
-pass anyway for V_old.
+pass anyway for V_old. With a rollout temperature τ ≠ 1 (`Algorithm.temperature`) the
+policy is softmax(z / τ): ratios, KL and entropy use those log-probs, and the check
+against the sampler (which reports softmax(z) log-probs) undoes the τ first.
 
 Sequences for the forward pass are `prompt ++ completion`, right padded to
 `max_prompt_length + T`; the hidden state that predicts completion token t sits at
@@ -91,8 +93,11 @@ class Algorithm:
   value_clip: float = 0.2
   whiten_advantages: bool = True
   missing_eos_penalty: float = 0.0
+  temperature: float = 1.0       # rollout sampling temperature = the policy's softmax temperature
 
   def __post_init__(self):
+    if not self.temperature > 0:
+      raise ValueError(f"temperature must be positive, got {self.temperature}")
     if (self.advantage == "gae") != (self.loss == "ppo"):
       raise ValueError(f"advantage 'gae' goes with loss 'ppo' (value head), got "
                        f"advantage={self.advantage!r}, loss={self.loss!r}")
@@ -126,16 +131,22 @@ def value_head(head: dict, hidden: jax.Array) -> jax.Array:
   return hidden.astype(jnp.float32) @ head["kernel"] + head["bias"]
 
 
-def policy_outputs(config: TransformerConfig, params: dict, batch: dict) -> dict:
+def policy_outputs(config: TransformerConfig, params: dict, batch: dict, *,
+                   temperature: float = 1.0) -> dict:
   """Log-probs of the completion tokens, logits and (with a value head) values.
 
   batch: tokens, attention_mask [N, W]; completion_index, completion_tokens [N, T].
-  Returns logp [N, T], logits [N, T, V], values [N, T] (if params has "value").
+  temperature: the policy is softmax(logits / temperature), the distribution the
+    rollouts were sampled from; ratios, KL and entropy all refer to it.
+  Returns logp [N, T], logits [N, T, V] (divided by the temperature), values [N, T]
+  (if params has "value").
   """
   hidden = models.hidden_states(config, params["policy"], batch["tokens"],
                                 attention_mask=batch["attention_mask"])  # [N, W, D]
   h = jnp.take_along_axis(hidden, batch["completion_index"][..., None], axis=1)  # [N, T, D]
   logits = models.unembed(config, params["policy"], h).astype(jnp.float32)  # [N, T, V]
+  if temperature != 1.0:
+    logits = logits / temperature
   logp_all = jax.nn.log_softmax(logits, axis=-1)
   logp = jnp.take_along_axis(logp_all, batch["completion_tokens"][..., None], axis=-1)[..., 0]
   out = {"logp": logp, "logits": logits}
@@ -175,7 +186,7 @@ _TARGETS = {"group": _group_targets, "gae": _gae_targets}
 
 def rl_loss(params, mb: dict, *, config: TransformerConfig, algo: Algorithm):
   """Loss of one minibatch: the registered policy loss (+ value loss for PPO) - c_H · H."""
-  out = policy_outputs(config, params, mb)
+  out = policy_outputs(config, params, mb, temperature=algo.temperature)
   mask = mb["completion_mask"]
   kwargs: dict = {"epsilon": algo.epsilon}
   if algo.epsilon_high:
@@ -207,8 +218,10 @@ def update_step(state: RLState, batch: dict, ref_params, *, config: TransformerC
   """
   loss = functools.partial(rl_loss, config=config, algo=algo)
   mask = batch["completion_mask"]
-  old = jax.lax.stop_gradient(policy_outputs(config, state.params, batch))
-  ref_logp = policy_outputs(config, {"policy": ref_params}, batch)["logp"]
+  old = jax.lax.stop_gradient(policy_outputs(config, state.params, batch,
+                                             temperature=algo.temperature))
+  ref_logp = policy_outputs(config, {"policy": ref_params}, batch,
+                            temperature=algo.temperature)["logp"]
   kind = "gae" if algo.uses_values else "group"
   data = {k: batch[k] for k in ("tokens", "attention_mask", "completion_index",
                                 "completion_tokens", "completion_mask")}
@@ -234,6 +247,11 @@ def update_step(state: RLState, batch: dict, ref_params, *, config: TransformerC
   (params, opt_state), per_mb = jax.lax.scan(minibatch_step, (state.params, state.opt_state),
                                              order)
   metrics = jax.tree.map(jnp.mean, per_mb)
+  untempered_old_logp = old["logp"]
+  if algo.temperature != 1.0:  # the sampler reports log-probs of softmax(z), untempered
+    untempered_old_logp = jnp.take_along_axis(
+        jax.nn.log_softmax(old["logits"] * algo.temperature),
+        batch["completion_tokens"][..., None], axis=-1)[..., 0]
   adv = data["advantages"]
   adv_mask = mask if adv.ndim == 2 else jnp.ones_like(adv)
   metrics.update(
@@ -241,7 +259,7 @@ def update_step(state: RLState, batch: dict, ref_params, *, config: TransformerC
       advantage_abs=adv_lib.masked_mean(jnp.abs(adv), adv_mask),
       kl_ref_rollout=adv_lib.masked_mean(policy_lib.kl_penalty(old["logp"], ref_logp), mask),
       sampler_logprob_diff=jnp.max(jnp.where(
-          mask.astype(bool), jnp.abs(old["logp"] - batch["sampler_logprobs"]), 0.0)))
+          mask.astype(bool), jnp.abs(untempered_old_logp - batch["sampler_logprobs"]), 0.0)))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, metrics
 
@@ -371,7 +389,8 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   step_fn = rl_rewards.RLStep(
       mconfig, tokenizer, train, reward_fn, make_update(mconfig, algo, tx, ref_params),
       group_size=cfg.rollout.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
-      max_prompt_length=cfg.rollout.max_prompt_length, update_groups=cfg.rollout.update_groups)
+      max_prompt_length=cfg.rollout.max_prompt_length, update_groups=cfg.rollout.update_groups,
+      temperature=algo.temperature)
   eval_path = os.path.join(workdir, "eval_metrics.jsonl")
   t_start = time.perf_counter()
 

@@ -234,15 +234,16 @@ def training_batch(prompts: Sequence[Sequence[int]], tokens: np.ndarray, lengths
 
 def sample_rollout(config, params, tokenizer, problems: Sequence[arithmetic.Problem], *,
                    group_size: int, max_new_tokens: int, rng,
-                   max_prompt_length: int | None = None) -> tuple[Rollout, dict | None]:
-  """G completions per problem at temperature 1, stopping at EOS.
+                   max_prompt_length: int | None = None,
+                   temperature: float = 1.0) -> tuple[Rollout, dict | None]:
+  """G completions per problem at `temperature` (no top-k/top-p), stopping at EOS.
 
   Returns the host `Rollout` and, when `max_prompt_length` is given, the numpy
   training batch of `training_batch` (else None).
   """
   prompts = [[tokenizer.bos_id] + tokenizer.encode(p.prompt) for p in problems]
-  out = generate(config, params, prompts, max_new_tokens=max_new_tokens, temperature=1.0,
-                 stop_tokens=(tokenizer.eos_id,), num_samples=group_size, rng=rng,
+  out = generate(config, params, prompts, max_new_tokens=max_new_tokens,
+                 temperature=temperature, stop_tokens=(tokenizer.eos_id,), num_samples=group_size, rng=rng,
                  pad_id=tokenizer.pad_id)
   rows = [i for i in range(len(problems)) for _ in range(group_size)]
   has_eos = np.array([n > 0 and row[n - 1] == tokenizer.eos_id
@@ -348,12 +349,13 @@ class RLStep:
 
   def __init__(self, config, tokenizer, problems, reward_fn, update, *,
                group_size: int, max_new_tokens: int, max_prompt_length: int,
-               update_groups: int = 0):
+               update_groups: int = 0, temperature: float = 1.0):
     self.config, self.tokenizer, self.problems = config, tokenizer, problems
     self.reward_fn, self.update = reward_fn, update
     self.group_size, self.max_new_tokens = group_size, max_new_tokens
     self.max_prompt_length = max_prompt_length
     self.update_groups = update_groups  # 0: update on every sampled group
+    self.temperature = temperature
     self.latest = None
 
   def __call__(self, state, batch: dict):
@@ -363,7 +365,7 @@ class RLStep:
     rollout, train_batch = sample_rollout(
         self.config, state.params["policy"], self.tokenizer, problems,
         group_size=self.group_size, max_new_tokens=self.max_new_tokens, rng=key,
-        max_prompt_length=self.max_prompt_length)
+        max_prompt_length=self.max_prompt_length, temperature=self.temperature)
     t_sample = time.perf_counter() - t0
     rewards = self.reward_fn(rollout)
     train_batch = with_rewards(train_batch, rollout, rewards)
