@@ -5,7 +5,9 @@ after the stage's artifacts, and records the stage's config, result summary and 
 Running the pipeline again skips done stages and reruns an interrupted one, whose own
 code resumes from what it left (checkpoints, finished-problem logs). A done stage whose
 recorded config differs from the current one is an error, never silently reused. A stage
-marked `always` runs every time (a report of the others).
+marked `always` runs every time (a report of the others). Paths inside the run directory
+are recorded relative to it (`${workdir}/...`), so a finished run can be moved or copied
+and resumed from its new place.
 """
 
 from __future__ import annotations
@@ -42,6 +44,32 @@ def _normalize(value: Any) -> Any:
   return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
+WORKDIR_TOKEN = "${workdir}"
+
+
+def _portable(value: Any, root: str) -> Any:
+  """Paths inside `root` written as `${workdir}/...`, so a run directory can be moved."""
+  if isinstance(value, str) and (value == root or value.startswith(root + os.sep)):
+    return WORKDIR_TOKEN + value[len(root):]
+  if isinstance(value, dict):
+    return {k: _portable(v, root) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_portable(v, root) for v in value]
+  return value
+
+
+def _resolve(value: Any, root: str) -> Any:
+  """Inverse of `_portable` for the run directory's current location `root`."""
+  if isinstance(value, str) and (value == WORKDIR_TOKEN
+                                 or value.startswith(WORKDIR_TOKEN + "/")):
+    return root + value[len(WORKDIR_TOKEN):].replace("/", os.sep)
+  if isinstance(value, dict):
+    return {k: _resolve(v, root) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_resolve(v, root) for v in value]
+  return value
+
+
 def read_stage(stage_dir: str) -> dict | None:
   path = os.path.join(stage_dir, STAGE_FILE)
   if not os.path.exists(path):
@@ -72,6 +100,7 @@ def run_stages(stages: Sequence[Stage], workdir: str, *, only: Sequence[str] = (
   if unknown:
     raise ValueError(f"unknown stages {unknown}; stages are {names}")
   os.makedirs(workdir, exist_ok=True)
+  root = os.path.abspath(workdir)
   done: dict[str, dict] = {}
   for stage in stages:
     stage_dir = os.path.join(workdir, stage.name)
@@ -85,7 +114,7 @@ def run_stages(stages: Sequence[Stage], workdir: str, *, only: Sequence[str] = (
             f"stage {stage.name!r} in {stage_dir} was done with a different config "
             f"(changed: {changed}); use a new --workdir or delete {stage_dir}")
       log.info("stage %s: done already (%.0f s), skipped", stage.name, record["seconds"])
-      done[stage.name] = record["summary"]
+      done[stage.name] = _resolve(record["summary"], root)
     elif only and stage.name not in only:
       log.info("stage %s: not done, not selected", stage.name)
     else:
@@ -95,7 +124,8 @@ def run_stages(stages: Sequence[Stage], workdir: str, *, only: Sequence[str] = (
       summary = _normalize(stage.fn(stage_dir, dict(done)))
       seconds = time.perf_counter() - start
       _write_atomic(os.path.join(stage_dir, STAGE_FILE),
-                    {"stage": stage.name, "config": config, "summary": summary,
+                    {"stage": stage.name, "config": config,
+                     "summary": _portable(summary, root),
                      "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
       log.info("stage %s: finished in %.0f s", stage.name, seconds)
       done[stage.name] = summary

@@ -65,3 +65,30 @@ def test_an_always_stage_runs_every_time(tmp_path):
     stages.run_stages(pipeline, str(tmp_path))
     stages.run_stages(pipeline, str(tmp_path))
     assert [c[0] for c in calls] == ["a", "report", "report"]
+
+
+def test_a_moved_run_directory_resumes_with_its_paths_moved(tmp_path):
+    # Stage summaries hold paths of their artifacts; later stages read them as inputs.
+    seen = []
+
+    def producer(stage_dir, inputs):
+        path = f"{stage_dir}/model"
+        with open(path, "w") as f:
+            f.write("weights")
+        return {"model": path, "files": [path], "elsewhere": "/opt/data.json"}
+
+    def consumer(stage_dir, inputs):
+        with open(inputs["a"]["model"]) as f:
+            seen.append((inputs["a"]["model"], f.read()))
+        return {}
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    stages.run_stages([stages.Stage("a", producer)], str(old))
+    record = json.loads((old / "a" / stages.STAGE_FILE).read_text())
+    assert record["summary"]["model"] == "${workdir}/a/model"
+    assert record["summary"]["elsewhere"] == "/opt/data.json"  # outside the run: kept
+    old.rename(new)
+    done = stages.run_stages([stages.Stage("a", producer), stages.Stage("b", consumer)],
+                             str(new))
+    assert seen == [(str(new / "a" / "model"), "weights")]
+    assert done["a"]["files"] == [str(new / "a" / "model")]
