@@ -11,9 +11,10 @@ resolved* at this sample size otherwise.
 from __future__ import annotations
 
 import math
-import statistics
 
 import numpy as np
+
+from rewardlab.search.curves import z_value
 
 REPRODUCED, CONTRADICTED, UNRESOLVED = "reproduced", "contradicted", "not resolved"
 
@@ -25,9 +26,7 @@ def paired_difference(a, b, confidence: float = 0.95) -> dict:
     raise ValueError(f"a and b must be equal-length non-empty 1-D arrays, got {a.shape}, {b.shape}")
   d = a - b
   se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
-  if not 0.0 < confidence < 1.0:
-    raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-  half = statistics.NormalDist().inv_cdf(0.5 + confidence / 2) * se
+  half = z_value(confidence) * se
   diff = float(d.mean())
   return {"a": float(a.mean()), "b": float(b.mean()), "diff": diff, "low": diff - half,
           "high": diff + half, "n": int(d.size)}

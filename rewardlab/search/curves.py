@@ -64,7 +64,8 @@ def default_ns(n_max: int) -> tuple[int, ...]:
     return tuple(ns if ns[-1] == n_max else ns + [n_max])
 
 
-def _z(confidence: float) -> float:
+def z_value(confidence: float) -> float:
+    """Two-sided normal quantile: 1.96 for confidence 0.95."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     return statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
@@ -81,7 +82,7 @@ def mean_confidence_interval(values, confidence: float = 0.95):
         raise ValueError(f"values must be a non-empty 1-D array, got shape {values.shape}")
     mean = float(values.mean())
     se = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else 0.0
-    half = _z(confidence) * se
+    half = z_value(confidence) * se
     return mean, max(0.0, mean - half), min(1.0, mean + half), se
 
 
@@ -95,7 +96,7 @@ def wilson_interval(successes, n, confidence: float = 0.95):
     n = np.asarray(n, dtype=np.float64)
     if np.any(n <= 0) or np.any(k < 0) or np.any(k > n):
         raise ValueError("wilson_interval needs 0 <= successes <= n and n > 0")
-    z = _z(confidence)
+    z = z_value(confidence)
     p = k / n
     denom = 1.0 + z**2 / n
     center = (p + z**2 / (2 * n)) / denom
