@@ -184,6 +184,25 @@ def test_old_logprobs_equal_the_samplers_at_a_lower_temperature(tiny_policy):
     rl.Algorithm(temperature=0.0)
 
 
+def test_learning_rate_schedules():
+  # Warmup 4 steps to 1e-4, then a cosine to 1e-5 at optimizer step 24 (n = 23).
+  lr = lambda n, *a: float(rl.lr_schedule(1e-4, 4, *a)(jnp.float32(n)))
+  assert [lr(n) for n in (0, 1, 3, 50)] == pytest.approx([2.5e-5, 5e-5, 1e-4, 1e-4])
+  cosine = lambda n: lr(n, 24, 0.1)
+  assert cosine(0) == pytest.approx(2.5e-5) and cosine(3) == pytest.approx(1e-4)
+  assert cosine(13) == pytest.approx(5.5e-5)  # halfway: (1 + 0.1) / 2 · 1e-4
+  assert cosine(23) == pytest.approx(1e-5) and cosine(100) == pytest.approx(1e-5)
+  assert all(cosine(n) >= cosine(n + 1) for n in range(3, 30))
+  cfg = rl_grpo.get_config().unlock()
+  algo = rl.algorithm_from_config(cfg)
+  assert rl.optimizer_decay(cfg, algo) == (0, 1.0)
+  cfg.optim.decay = "cosine"
+  assert rl.optimizer_decay(cfg, algo) == (cfg.train.steps * algo.updates_per_step, 0.1)
+  cfg.optim.decay = "linear"
+  with pytest.raises(ValueError, match="optim.decay='linear'"):
+    rl.optimizer_decay(cfg, algo)
+
+
 def _mean_token_logp(config, params, batch):
   out = rl.policy_outputs(config, {"policy": params}, jax.tree.map(jnp.asarray, batch))
   mask = batch["completion_mask"]
@@ -200,7 +219,8 @@ def test_update_raises_the_likelihood_of_rewarded_completions(tiny_policy, modul
   batch.update(scores=scores, token_rewards=np.zeros_like(batch["sampler_logprobs"]))
   algo = rl.algorithm_from_config(cfg)
   tx = rl.make_optimizer(cfg.optim.learning_rate, cfg.optim.warmup_steps * algo.updates_per_step,
-                         cfg.optim.weight_decay, cfg.optim.clip_norm, cfg.optim.b2)
+                         cfg.optim.weight_decay, cfg.optim.clip_norm, cfg.optim.b2,
+                         *rl.optimizer_decay(cfg, algo))
   state_params = {"policy": jax.tree.map(jnp.copy, params)}
   if algo.uses_values:
     state_params["value"] = rl.init_value_head(config.hidden_size)

@@ -87,6 +87,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.0
   c.optim.clip_norm = 1.0
   c.optim.b2 = 0.999             # Adam β2: slow second moments for noisy policy gradients
+  c.optim.decay = "constant"     # or "cosine": to final_lr_fraction · lr at train.steps
+  c.optim.final_lr_fraction = 0.1
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 100

@@ -310,13 +310,45 @@ def load_policy(cfg, tokenizer_max_slots: int):
 
 @functools.lru_cache(maxsize=None)
 def make_optimizer(learning_rate: float, warmup_steps: int, weight_decay: float,
-                   clip_norm: float, b2: float = 0.999) -> optax.GradientTransformation:
+                   clip_norm: float, b2: float = 0.999, decay_steps: int = 0,
+                   final_lr_fraction: float = 1.0) -> optax.GradientTransformation:
   """AdamW (global-norm clipping) at `lr · min(1, (n + 1) / warmup_steps)` for optimizer
-  step n (no step is wasted at rate 0). Cached: equal settings give the same object, so
-  the jitted `update_step` (static in `tx`) is reused across runs in one process."""
-  warmup = float(max(warmup_steps, 1))
-  schedule = lambda n: learning_rate * jnp.minimum(1.0, (n + 1.0) / warmup)
+  step n (no step is wasted at rate 0). With `decay_steps` > 0 the rate then follows a
+  cosine from `lr` at the end of warmup to `final_lr_fraction · lr` at step `decay_steps`
+  (and stays there). Cached: equal settings give the same object, so the jitted
+  `update_step` (static in `tx`) is reused across runs in one process."""
+  if decay_steps < 0 or not 0.0 <= final_lr_fraction <= 1.0:
+    raise ValueError(f"decay_steps must be >= 0 and final_lr_fraction in [0, 1], got "
+                     f"{decay_steps}, {final_lr_fraction}")
+  schedule = lr_schedule(learning_rate, warmup_steps, decay_steps, final_lr_fraction)
   return state_lib.adamw(schedule, weight_decay=weight_decay, clip_norm=clip_norm, b2=b2)
+
+
+def lr_schedule(learning_rate: float, warmup_steps: int, decay_steps: int = 0,
+                final_lr_fraction: float = 1.0):
+  """The rate of optimizer step n (0-based) for `make_optimizer`."""
+  warmup = float(max(warmup_steps, 1))
+
+  def schedule(n):
+    rate = learning_rate * jnp.minimum(1.0, (n + 1.0) / warmup)
+    if decay_steps <= warmup_steps:
+      return rate
+    progress = jnp.clip((n + 1.0 - warmup) / (decay_steps - warmup), 0.0, 1.0)
+    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(n + 1.0 < warmup, rate,
+                     learning_rate * (final_lr_fraction + (1 - final_lr_fraction) * cosine))
+
+  return schedule
+
+
+def optimizer_decay(cfg, algo: Algorithm) -> tuple[int, float]:
+  """`(decay_steps, final_lr_fraction)` of `make_optimizer` from `cfg.optim.decay`
+  ("constant", or "cosine" over the run's `train.steps` RL steps)."""
+  if cfg.optim.decay == "constant":
+    return 0, 1.0
+  if cfg.optim.decay == "cosine":
+    return cfg.train.steps * algo.updates_per_step, float(cfg.optim.final_lr_fraction)
+  raise ValueError(f"optim.decay={cfg.optim.decay!r}; expected 'constant' or 'cosine'")
 
 
 def _reward_options(cfg, tokenizer, outcome_scorer, process_scorer) -> dict:
@@ -378,7 +410,8 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
     params["value"] = init_value_head(mconfig.hidden_size)
   ref_params = jax.tree.map(jnp.copy, policy_params)  # the state is donated; keep a copy
   tx = make_optimizer(cfg.optim.learning_rate, cfg.optim.warmup_steps * algo.updates_per_step,
-                      cfg.optim.weight_decay, cfg.optim.clip_norm, cfg.optim.b2)
+                      cfg.optim.weight_decay, cfg.optim.clip_norm, cfg.optim.b2,
+                      *optimizer_decay(cfg, algo))
   state = RLState.create(params, tx, cfg.seed)
   reward_fn = rl_rewards.make_reward_fn(
       cfg.reward.name, **_reward_options(cfg, tokenizer, outcome_scorer, process_scorer))
