@@ -14,9 +14,9 @@ Variant `weak` (`--config experiments/configs/rl_grpo.py:weak`): the 1,000-step 
 the last of 150 steps (~11.5 minutes). Measured on the 2-core CPU, 300 held-out problems
 (the seed also draws them), paired 95% CIs, gain at step 150: seed 0 44.0% -> 55.0%
 (+11.0 [5.5, 16.5], 685 s), seed 1 45.3% -> 53.7% (+8.3 [3.1, 13.5], 680 s), seed 2
-47.0% -> 53.3% (+6.3 [0.6, 12.0], 671 s); experiments/results/rl_weak/ holds the logs and
-curves. With a constant lr 1e-4 instead: +11.0 [5.1, 16.9], +3.3 [-2.6, 9.2] and +5.0
-[-0.8, 10.8]. Also tried on seed 1, all no better than +5: rollouts at temperature 0.7
+47.0% -> 53.3% (+6.3 [0.6, 12.0], 671 s), seed 3 42.3% -> 51.3% (+9.0 [3.7, 14.3], 631 s);
+experiments/results/rl_weak/ holds the logs and curves. With a constant lr 1e-4 instead,
+seeds 0-2: +11.0 [5.1, 16.9], +3.3 [-2.6, 9.2] and +5.0 [-0.8, 10.8]. Also tried on seed 1, all no better than +5: rollouts at temperature 0.7
 (`algo.temperature`), 128 prompts per step updating on the 64 most informative groups,
 lr 2e-4 with rollouts at 0.7 (below the start after 75 steps).
 Other variants by config (`--config.algo.loss=dapo --config.algo.epsilon_high=0.28`,
