@@ -47,27 +47,28 @@ def _normalize(value: Any) -> Any:
 WORKDIR_TOKEN = "${workdir}"
 
 
+def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+  """`fn` applied to every string in a JSON-like tree of dicts and lists."""
+  if isinstance(value, str):
+    return fn(value)
+  if isinstance(value, dict):
+    return {k: _map_strings(v, fn) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_map_strings(v, fn) for v in value]
+  return value
+
+
 def _portable(value: Any, root: str) -> Any:
   """Paths inside `root` written as `${workdir}/...`, so a run directory can be moved."""
-  if isinstance(value, str) and (value == root or value.startswith(root + os.sep)):
-    return WORKDIR_TOKEN + value[len(root):]
-  if isinstance(value, dict):
-    return {k: _portable(v, root) for k, v in value.items()}
-  if isinstance(value, list):
-    return [_portable(v, root) for v in value]
-  return value
+  inside = lambda s: s == root or s.startswith(root + os.sep)
+  return _map_strings(value, lambda s: WORKDIR_TOKEN + s[len(root):] if inside(s) else s)
 
 
 def _resolve(value: Any, root: str) -> Any:
   """Inverse of `_portable` for the run directory's current location `root`."""
-  if isinstance(value, str) and (value == WORKDIR_TOKEN
-                                 or value.startswith(WORKDIR_TOKEN + "/")):
-    return root + value[len(WORKDIR_TOKEN):].replace("/", os.sep)
-  if isinstance(value, dict):
-    return {k: _resolve(v, root) for k, v in value.items()}
-  if isinstance(value, list):
-    return [_resolve(v, root) for v in value]
-  return value
+  marked = lambda s: s == WORKDIR_TOKEN or s.startswith(WORKDIR_TOKEN + "/")
+  return _map_strings(value, lambda s: (root + s[len(WORKDIR_TOKEN):].replace("/", os.sep)
+                                        if marked(s) else s))
 
 
 def read_stage(stage_dir: str) -> dict | None:

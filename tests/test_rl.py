@@ -162,7 +162,7 @@ def test_old_logprobs_equal_the_samplers_at_a_lower_temperature(tiny_policy):
   # Rollouts at temperature 0.7: the update's log-probs must be those of softmax(z / 0.7).
   config, params, _, _ = tiny_policy
   cfg = rl_grpo.tiny()
-  tok = rl.load_policy(cfg, 64)[2]
+  tok = CharTokenizer.for_arithmetic()  # the tiny random policy's tokenizer
   rollout, batch = rl_rewards.sample_rollout(
       config, params, tok, [PROBLEM], group_size=cfg.rollout.group_size,
       max_new_tokens=cfg.rollout.max_new_tokens, rng=jax.random.PRNGKey(1),
