@@ -1,6 +1,7 @@
 """The RL loop at a tiny size: rewards by name, old log-probs, the update's direction,
 GRPO / PPO / TTRL / PRM-shaped runs and exact resumption."""
 
+import dataclasses
 import json
 
 import jax
@@ -237,6 +238,52 @@ def test_update_raises_the_likelihood_of_rewarded_completions(tiny_policy, modul
     assert float(adv @ delta) > 0
   with pytest.raises(RetraceError):
     update(state, jax.tree.map(lambda x: jnp.asarray(x)[:2], batch))
+
+
+def test_sampler_old_logprobs_and_a_strided_reference_follow_the_full_update(tiny_policy):
+  # π_old from the sampler (no forward pass) and π_ref on every 2nd completion only
+  # (β = 0): the same update as recomputing both, and the logged KL is the strided rows'.
+  cfg = rl_grpo.tiny()
+  config, params, rollout, batch = tiny_policy
+  batch = {**batch, "has_eos": rollout.has_eos,
+           "scores": np.array([1, 0, 0, 1, 0, 1, 1, 1], np.float32),
+           "token_rewards": np.zeros_like(batch["sampler_logprobs"])}
+  data = jax.tree.map(jnp.asarray, batch)
+  # A reference away from the policy, so that the KL is not zero.
+  ref = jax.tree.map(lambda x: x * 0.8, params)
+  full_algo = rl.algorithm_from_config(cfg)
+  tx = rl.make_optimizer(1e-3, 1, 0.0, 1.0)
+  runs = {}
+  for name, algo in [("full", full_algo),
+                     ("fast", dataclasses.replace(full_algo, old_logprobs="sampler",
+                                                  kl_monitor_every=2))]:
+    state = rl.RLState.create({"policy": jax.tree.map(jnp.copy, params)}, tx, seed=0)
+    runs[name] = rl.make_update(config, algo, tx, ref)(state, data)
+  (full_state, full), (fast_state, fast) = runs["full"], runs["fast"]
+  assert "kl" in full and "kl" not in fast  # the loss sees no reference at stride 2
+  assert "sampler_logprob_diff" in full and "sampler_logprob_diff" not in fast
+  for key in ("loss", "grad_norm", "clip_fraction", "advantage_abs"):
+    np.testing.assert_allclose(float(fast[key]), float(full[key]), rtol=1e-3, atol=1e-6)
+  step = lambda s: np.concatenate([np.ravel(np.asarray(a) - np.asarray(b)) for a, b in zip(
+      jax.tree.leaves(s.params["policy"]), jax.tree.leaves(params))])
+  moved = np.abs(step(full_state)).mean()
+  assert moved > 1e-4 and np.abs(step(fast_state) - step(full_state)).mean() < 0.01 * moved
+  # The logged KL: k3 of the sampler's log-probs against π_ref, rows 0, 2, 4, 6.
+  ref_logp = rl.policy_outputs(config, {"policy": ref}, data)["logp"]
+  mask = batch["completion_mask"].astype(bool)
+  delta = np.asarray(ref_logp) - batch["sampler_logprobs"]
+  k3 = np.where(mask, np.exp(delta) - delta - 1, 0.0)
+  strided = k3[::2].sum() / mask[::2].sum()
+  assert float(fast["kl_ref_rollout"]) == pytest.approx(strided, rel=1e-3)
+  assert float(full["kl_ref_rollout"]) == pytest.approx(k3.sum() / mask.sum(), rel=1e-3)
+  assert abs(strided - k3.sum() / mask.sum()) > 1e-4  # the rows do differ
+  for kwargs, message in [({"old_logprobs": "cache"}, "old_logprobs must be"),
+                          ({"old_logprobs": "sampler", "temperature": 0.7}, "temperature 1"),
+                          ({"old_logprobs": "sampler", "advantage": "gae", "loss": "ppo"},
+                           "V_old"),
+                          ({"kl_monitor_every": 0}, "kl_monitor_every must be")]:
+    with pytest.raises(ValueError, match=message):
+      rl.Algorithm(**kwargs)
 
 
 # --------------------------------------------------------------------------- runs

@@ -8,14 +8,18 @@ One RL step:
           (a registered group estimator, or GAE with the value head), then μ epochs × M
           minibatch AdamW steps in a `lax.scan`.
 
-Old log-probs are recomputed inside `update` with the parameters before the step, by
-the very forward pass the loss uses, rather than taken from the sampler: they agree
-with the sampler's log-probs up to float rounding (tested to 1e-4;
-logged as `sampler_logprob_diff`), and recomputing makes the first ratio exactly 1, so
-the clip fraction measures policy movement and not KV-cache rounding. PPO needs that
-pass anyway for V_old. With a rollout temperature τ ≠ 1 (`Algorithm.temperature`) the
-policy is softmax(z / τ): ratios, KL and entropy use those log-probs, and the check
-against the sampler (which reports softmax(z) log-probs) undoes the τ first.
+Old log-probs (`Algorithm.old_logprobs`): by default they are recomputed inside `update`
+with the parameters before the step, by the very forward pass the loss uses, so the
+first ratio is exactly 1 and the clip fraction measures policy movement and not
+KV-cache rounding; PPO needs that pass anyway for V_old. They agree with the sampler's
+log-probs up to float rounding (tested to 1e-4; logged as `sampler_logprob_diff`), so
+`old_logprobs="sampler"` takes the sampler's instead and saves one forward pass over
+the batch (group estimators at τ = 1 only). The reference forward pass is needed in
+full only when β ≠ 0; with β = 0 it serves the logged KL to π_ref, which
+`kl_monitor_every = k` estimates on every k-th completion. With a rollout temperature
+τ ≠ 1 (`Algorithm.temperature`) the policy is softmax(z / τ): ratios, KL and entropy
+use those log-probs, and the check against the sampler (which reports softmax(z)
+log-probs) undoes the τ first.
 
 Sequences for the forward pass are `prompt ++ completion`, right padded to
 `max_prompt_length + T`; the hidden state that predicts completion token t sits at
@@ -94,10 +98,22 @@ class Algorithm:
   whiten_advantages: bool = True
   missing_eos_penalty: float = 0.0
   temperature: float = 1.0       # rollout sampling temperature = the policy's softmax temperature
+  old_logprobs: str = "recompute"  # π_old: "recompute" (a forward pass) or "sampler"'s
+  kl_monitor_every: int = 1      # β = 0: the logged KL to π_ref on every k-th completion
 
   def __post_init__(self):
     if not self.temperature > 0:
       raise ValueError(f"temperature must be positive, got {self.temperature}")
+    if self.old_logprobs not in ("recompute", "sampler"):
+      raise ValueError(f"old_logprobs must be 'recompute' or 'sampler', got "
+                       f"{self.old_logprobs!r}")
+    if self.old_logprobs == "sampler" and (self.temperature != 1.0 or self.advantage == "gae"):
+      raise ValueError("old_logprobs='sampler' needs temperature 1 (the sampler reports "
+                       "softmax(z) log-probs) and a group estimator (PPO needs V_old from "
+                       f"a forward pass); got temperature={self.temperature}, "
+                       f"advantage={self.advantage!r}")
+    if self.kl_monitor_every < 1:
+      raise ValueError(f"kl_monitor_every must be >= 1, got {self.kl_monitor_every}")
     if (self.advantage == "gae") != (self.loss == "ppo"):
       raise ValueError(f"advantage 'gae' goes with loss 'ppo' (value head), got "
                        f"advantage={self.advantage!r}, loss={self.loss!r}")
@@ -111,6 +127,12 @@ class Algorithm:
   @property
   def uses_values(self) -> bool:
     return self.advantage == "gae"
+
+  @property
+  def reference_stride(self) -> int:
+    """π_ref's log-probs are computed on every k-th completion: all of them when the
+    loss or the token rewards use them (β ≠ 0), else `kl_monitor_every` (logging only)."""
+    return 1 if self.kl_coef != 0.0 else self.kl_monitor_every
 
   @property
   def updates_per_step(self) -> int:
@@ -170,7 +192,8 @@ def _group_targets(algo: Algorithm, batch: dict, old: dict, ref_logp) -> dict:
 def _gae_targets(algo: Algorithm, batch: dict, old: dict, ref_logp) -> dict:
   """PPO: r_t = -β KL_t + dense rewards, score at the last token; GAE; whitening."""
   mask = batch["completion_mask"]
-  kl = policy_lib.kl_penalty(old["logp"], ref_logp, algo.kl_estimator)
+  kl = (jnp.zeros_like(old["logp"]) if ref_logp is None else  # β = 0: no KL reward
+        policy_lib.kl_penalty(old["logp"], ref_logp, algo.kl_estimator))
   rewards = policy_lib.ppo_token_rewards(
       batch["scores"], kl, mask, kl_coef=algo.kl_coef, has_eos=batch["has_eos"],
       missing_eos_penalty=algo.missing_eos_penalty or None)
@@ -198,11 +221,11 @@ def rl_loss(params, mb: dict, *, config: TransformerConfig, algo: Algorithm):
     loss, metrics = loss_fn(out["logp"], mb["old_logp"], mb["advantages"], mask,
                             values=out["values"], old_values=mb["old_values"],
                             returns=mb["returns"], vf_coef=algo.vf_coef,
-                            value_clip=algo.value_clip or None, ref_logp=mb["ref_logp"],
+                            value_clip=algo.value_clip or None, ref_logp=mb.get("ref_logp"),
                             kl_coef=0.0, kl_estimator=algo.kl_estimator, **kwargs)
   else:
     loss, metrics = loss_fn(out["logp"], mb["old_logp"], mb["advantages"], mask,
-                            ref_logp=mb["ref_logp"], kl_coef=algo.kl_coef,
+                            ref_logp=mb.get("ref_logp"), kl_coef=algo.kl_coef,
                             kl_estimator=algo.kl_estimator, **kwargs)
   entropy = policy_lib.entropy_from_logits(out["logits"], mask)
   return loss - algo.entropy_coef * entropy, {**metrics, "entropy": entropy}
@@ -218,15 +241,22 @@ def update_step(state: RLState, batch: dict, ref_params, *, config: TransformerC
   """
   loss = functools.partial(rl_loss, config=config, algo=algo)
   mask = batch["completion_mask"]
-  old = jax.lax.stop_gradient(policy_outputs(config, state.params, batch,
-                                             temperature=algo.temperature))
-  ref_logp = policy_outputs(config, {"policy": ref_params}, batch,
-                            temperature=algo.temperature)["logp"]
+  if algo.old_logprobs == "sampler":
+    old = {"logp": batch["sampler_logprobs"]}
+  else:
+    old = jax.lax.stop_gradient(policy_outputs(config, state.params, batch,
+                                               temperature=algo.temperature))
+  monitor = slice(None, None, algo.reference_stride)
+  monitor_ref_logp = policy_outputs(config, {"policy": ref_params},
+                                    jax.tree.map(lambda x: x[monitor], batch),
+                                    temperature=algo.temperature)["logp"]
+  ref_logp = monitor_ref_logp if algo.reference_stride == 1 else None
   kind = "gae" if algo.uses_values else "group"
   data = {k: batch[k] for k in ("tokens", "attention_mask", "completion_index",
                                 "completion_tokens", "completion_mask")}
-  data.update(old_logp=old["logp"], ref_logp=ref_logp,
-              **_TARGETS[kind](algo, batch, old, ref_logp))
+  data.update(old_logp=old["logp"], **_TARGETS[kind](algo, batch, old, ref_logp))
+  if ref_logp is not None:
+    data["ref_logp"] = ref_logp
 
   n = mask.shape[0]
   if n % algo.num_minibatches:
@@ -247,19 +277,21 @@ def update_step(state: RLState, batch: dict, ref_params, *, config: TransformerC
   (params, opt_state), per_mb = jax.lax.scan(minibatch_step, (state.params, state.opt_state),
                                              order)
   metrics = jax.tree.map(jnp.mean, per_mb)
-  untempered_old_logp = old["logp"]
-  if algo.temperature != 1.0:  # the sampler reports log-probs of softmax(z), untempered
-    untempered_old_logp = jnp.take_along_axis(
-        jax.nn.log_softmax(old["logits"] * algo.temperature),
-        batch["completion_tokens"][..., None], axis=-1)[..., 0]
   adv = data["advantages"]
   adv_mask = mask if adv.ndim == 2 else jnp.ones_like(adv)
   metrics.update(
       advantage_mean=adv_lib.masked_mean(adv, adv_mask),
       advantage_abs=adv_lib.masked_mean(jnp.abs(adv), adv_mask),
-      kl_ref_rollout=adv_lib.masked_mean(policy_lib.kl_penalty(old["logp"], ref_logp), mask),
-      sampler_logprob_diff=jnp.max(jnp.where(
-          mask.astype(bool), jnp.abs(untempered_old_logp - batch["sampler_logprobs"]), 0.0)))
+      kl_ref_rollout=adv_lib.masked_mean(
+          policy_lib.kl_penalty(old["logp"][monitor], monitor_ref_logp), mask[monitor]))
+  if algo.old_logprobs == "recompute":  # how far the sampler's log-probs are from π_old's
+    untempered_old_logp = old["logp"]
+    if algo.temperature != 1.0:  # the sampler reports log-probs of softmax(z), untempered
+      untempered_old_logp = jnp.take_along_axis(
+          jax.nn.log_softmax(old["logits"] * algo.temperature),
+          batch["completion_tokens"][..., None], axis=-1)[..., 0]
+    metrics["sampler_logprob_diff"] = jnp.max(jnp.where(
+        mask.astype(bool), jnp.abs(untempered_old_logp - batch["sampler_logprobs"]), 0.0))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, metrics
 
