@@ -331,6 +331,22 @@ def test_grpo_run_resumes_exactly(tmp_path):
   assert json.loads((tmp_path / "full" / "rl_results.json").read_text())["steps"] == 4
 
 
+def test_the_weak_variant_runs_with_sampler_logprobs_and_a_strided_kl(tmp_path):
+  # The committed `:weak` algorithm at a tiny size: π_old from the sampler, π_ref on every
+  # 8th completion, the cosine schedule; the loop logs the strided KL and no sampler check.
+  weak = rl_grpo.get_config("weak")
+  assert (weak.algo.old_logprobs, weak.algo.kl_monitor_every) == ("sampler", 8)
+  assert weak.rollout.update_groups < weak.rollout.batch_size
+  cfg = rl_grpo.shrink(weak).unlock()
+  cfg.train.steps, cfg.train.eval_every = 2, 2
+  result = rl.run(cfg.lock(), str(tmp_path))
+  assert result["steps"] == 2
+  records = [json.loads(line) for line in open(tmp_path / "train_metrics.jsonl")]
+  assert all(np.isfinite(r["kl_ref_rollout"]) and r["kl_ref_rollout"] > -1e-6 for r in records)
+  assert not any("sampler_logprob_diff" in r or "kl" in r for r in records)
+  assert all(np.isfinite(r["loss"]) and np.isfinite(r["grad_norm"]) for r in records)
+
+
 class LengthRM:
   """Outcome scorer that prefers short completions: r = 1 - len / 12."""
 
