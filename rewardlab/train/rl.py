@@ -4,7 +4,8 @@ One RL step:
   host    B prompts -> `generate` G completions each (temperature `algo.temperature`, stop at EOS)
           -> rewards by name (`rl_rewards`) -> a fixed-shape batch
   device  `update(state, batch) -> (state, metrics)`, one jit: log-probs of the sampled
-          tokens under π_θ (these are π_old) and under the frozen reference, advantages
+          tokens under π_θ (these are π_old, or the sampler's are) and under the frozen
+          reference (every k-th row when only logged), advantages
           (a registered group estimator, or GAE with the value head), then μ epochs × M
           minibatch AdamW steps in a `lax.scan`.
 
