@@ -15,8 +15,9 @@ log-probs from the sampler, the logged KL on every 8th completion, lr 1.5e-4 wit
 decay to 1.5e-5 (~2.8 s per step, ~14 minutes). Measured on the 2-core CPU, 300 held-out
 problems (the seed also draws them), paired 95% CIs, gain at step 300: seed 0 44.0% -> 57.3%
 (+13.3 [7.5, 19.2], 858 s), seed 1 45.3% -> 57.0% (+11.7 [5.9, 17.4], 825 s), seed 2
-47.0% -> 60.7% (+13.7 [8.2, 19.1], 837 s), seed 3 42.3% -> 54.3% (+12.0 [6.0, 18.0], 830 s);
-experiments/results/rl_weak/ holds the logs and curves. The previous 150-step variant
+47.0% -> 60.7% (+13.7 [8.2, 19.1], 837 s), seed 3 42.3% -> 54.3% (+12.0 [6.0, 18.0], 830 s),
+seed 4 42.3% -> 51.7% (+9.3 [3.7, 15.0], 840 s); mean +12.0. experiments/results/rl_weak/
+holds the logs and curves. The previous 150-step variant
 (all groups, log-probs recomputed, 4.4 s per step) gained +6.3 to +11.0 (mean +8.7). Tried
 on seed 1 with a constant lr 1e-4 before that, all no better than +5: rollouts at temperature 0.7
 (`algo.temperature`), 128 prompts per step updating on the 64 most informative groups,
