@@ -17,11 +17,11 @@ problems (the seed also draws them), paired 95% CIs, gain at step 300: seed 0 44
 (+13.3 [7.5, 19.2], 858 s), seed 1 45.3% -> 57.0% (+11.7 [5.9, 17.4], 825 s), seed 2
 47.0% -> 60.7% (+13.7 [8.2, 19.1], 837 s), seed 3 42.3% -> 54.3% (+12.0 [6.0, 18.0], 830 s),
 seed 4 42.3% -> 51.7% (+9.3 [3.7, 15.0], 840 s); mean +12.0. experiments/results/rl_weak/
-holds the logs and curves. The previous 150-step variant
-(all groups, log-probs recomputed, 4.4 s per step) gained +6.3 to +11.0 (mean +8.7). Tried
-on seed 1 with a constant lr 1e-4 before that, all no better than +5: rollouts at temperature 0.7
-(`algo.temperature`), 128 prompts per step updating on the 64 most informative groups,
-lr 2e-4 with rollouts at 0.7 (below the start after 75 steps).
+holds the logs and curves. The previous 150-step variant (all groups, log-probs recomputed,
+4.4 s per step) gained +6.3 to +11.0 (mean +8.7). Tried on seed 1 with a constant lr 1e-4
+before that, all no better than +5: rollouts at temperature 0.7 (`algo.temperature`),
+128 prompts per step updating on the 64 most informative groups, lr 2e-4 with rollouts at
+0.7 (below the start after 75 steps).
 Other variants by config (`--config.algo.loss=dapo --config.algo.epsilon_high=0.28`,
 `--config.algo.advantage=dr_grpo --config.algo.loss=dr_grpo`, `bnpo`, `rloo`, ...):
 `algo.advantage` names the estimator (grpo = group std scale, grpo_batch, dr_grpo =
@@ -110,8 +110,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   if variant == "weak":
     c.policy_dir = "runs/sft/policy"  # experiments/configs/sft.py as is: 1,000 steps
     # 64 prompts sampled, the update on 48 groups, informative ones first: ~41 of 64 groups
-    # are informative at the median step (more than 48 in 3% of steps), and groups with
-    # equal returns have zero advantage, so this is the all-groups update at 3/4 the cost.
+    # were informative at the median step of the previous all-groups runs (more than 48 in
+    # 3% of steps), and groups with equal returns have zero advantage, so this takes the
+    # all-groups gradient direction (Adam absorbs the 64/48 scale) at 3/4 the cost.
     c.rollout.batch_size, c.rollout.update_groups = 64, 48
     c.algo.old_logprobs, c.algo.kl_monitor_every = "sampler", 8
     c.optim.learning_rate, c.optim.decay, c.optim.final_lr_fraction = 1.5e-4, "cosine", 0.1

@@ -108,7 +108,7 @@ class Algorithm:
     if self.old_logprobs not in ("recompute", "sampler"):
       raise ValueError(f"old_logprobs must be 'recompute' or 'sampler', got "
                        f"{self.old_logprobs!r}")
-    if self.old_logprobs == "sampler" and (self.temperature != 1.0 or self.advantage == "gae"):
+    if self.old_logprobs == "sampler" and (self.temperature != 1.0 or self.uses_values):
       raise ValueError("old_logprobs='sampler' needs temperature 1 (the sampler reports "
                        "softmax(z) log-probs) and a group estimator (PPO needs V_old from "
                        f"a forward pass); got temperature={self.temperature}, "
