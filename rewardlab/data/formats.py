@@ -479,14 +479,27 @@ FILE_READERS: dict[str, Callable[[str], Iterator[RawRow]]] = {
 def iter_records(path: str | os.PathLike, kind: str, *, strict: bool = True,
                  stats: ReadStats | None = None) -> Iterator[Record]:
   """Yield the records of one file, counting rows and skips into ``stats``."""
-  path = os.fspath(path)
   if kind not in PARSERS:
     raise ValueError(f"unknown record kind {kind!r}; known: {sorted(PARSERS)}")
+  return iter_parsed(path, PARSERS[kind], strict=strict, stats=stats)
+
+
+def iter_parsed(path: str | os.PathLike, parse: Callable[[dict], Any], *, strict: bool = True,
+                stats: ReadStats | None = None) -> Iterator[Any]:
+  """Yield ``parse(row)`` for the rows of one ``.jsonl`` / ``.parquet`` file.
+
+  ``parse`` raises ``RowError`` for a malformed row (a ``FormatError`` naming the file,
+  row and field in strict mode; skipped and counted otherwise) or ``SkipRow``. Other
+  readers (e.g. the problem files of :mod:`rewardlab.tasks.problem_files`) use this
+  with their own row parsers.
+  """
+  path = os.fspath(path)
   ext = os.path.splitext(path)[1].lower()
   if ext not in FILE_READERS:
     raise ValueError(f"{path}: unsupported file extension {ext!r}; known: {sorted(FILE_READERS)}")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no such file: {path}")
   stats = ReadStats() if stats is None else stats
-  parse = PARSERS[kind]
   for where, row in FILE_READERS[ext](path):
     stats.rows += 1
     try:

@@ -66,10 +66,16 @@ class ArithmeticTask:
 
 @dataclasses.dataclass(frozen=True)
 class MathProblem:
-  """A GSM8K / MATH-style problem: the question text and the gold answer text."""
+  """A GSM8K / MATH-style problem: the question text and the gold answer text.
+
+  ``intermediates`` (optional) holds the expected result of each solution step, one
+  per step, in canonical form (:func:`math_answers.canonical_answer`); when present,
+  :meth:`MathTask.first_wrong_step` can locate the first wrong step of a solution.
+  """
 
   question: str
   answer: str
+  intermediates: tuple[str, ...] | None = None
 
   @classmethod
   def from_gsm8k(cls, question: str, solution: str) -> MathProblem:
