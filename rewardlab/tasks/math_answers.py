@@ -77,6 +77,28 @@ def extract_last_number(text: str) -> str | None:
   return _clean_number(numbers[-1]) if numbers else None
 
 
+_AFTER_EQUALS_RE = re.compile(r"=\s*(?:\\?\$\s*)?")
+
+
+def equation_results(text: str) -> list[str]:
+  """The numbers written right after each ``=`` of ``text`` (``$`` signs and separators
+  allowed), in order, without thousands separators: ``"37 + 45 = 82 * 3 = $246"`` ->
+  ``["82", "246"]``. An ``=`` followed by something else (a word, a formula) gives none.
+  """
+  text = text.replace("\u2212", "-")
+  out = []
+  for eq in _AFTER_EQUALS_RE.finditer(text):
+    match = _NUMBER_RE.match(text, eq.end())
+    if match is not None:
+      out.append(_clean_number(match.group(0)))
+  return out
+
+
+def numbers(text: str) -> list[str]:
+  """Every number of ``text`` in order, without thousands separators."""
+  return [_clean_number(n) for n in _NUMBER_RE.findall(text.replace("\u2212", "-"))]
+
+
 def extract_math_answer(text: str) -> str | None:
   """Boxed answer first, else the GSM8K ``####`` number, else the last number."""
   boxed = extract_boxed(text)
