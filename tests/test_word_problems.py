@@ -109,6 +109,15 @@ def test_first_wrong_step_hand_cases(completion, wrong):
   assert MathTask().first_wrong_step(completion, PROBLEM) == wrong
 
 
+def test_first_wrong_step_of_partial_solutions():
+  task = MathTask()
+  assert task.first_wrong_step("37 + 45 = 82\n82 * 3 = 246", PROBLEM, finished=False) == -1
+  assert task.first_wrong_step("37 + 45 = 82\n82 * 3 = 246", PROBLEM) == 1  # no answer yet
+  assert task.first_wrong_step("37 + 45 = 82\n82 * 3 = 264", PROBLEM, finished=False) == 1
+  assert task.first_wrong_step("37 + 45 = 82\n#### 82", PROBLEM, finished=False) == 1
+  assert task.first_wrong_step("", PROBLEM, finished=False) == -1
+
+
 def test_first_wrong_step_with_a_multi_token_separator_and_errors():
   task = MathTask(step_separator="\n\n")
   text = "37 + 45 = 82\nso far so good\n\n82 * 3 = 264\n\n264 - 12 = 252\n\n\\boxed{252}"

@@ -120,7 +120,8 @@ class MathTask:
     pred = math_answers.extract_math_answer(completion)
     return math_answers.answers_equal(pred, problem.answer)
 
-  def first_wrong_step(self, completion: str, problem: MathProblem) -> int:
+  def first_wrong_step(self, completion: str, problem: MathProblem, *,
+                       finished: bool = True) -> int:
     """Process label (ProcessBench convention): earliest wrong step, -1 if none.
 
     Needs ``problem.intermediates`` (the expected result of each reference step,
@@ -136,7 +137,8 @@ class MathTask:
     no earlier step is wrong, it is wrong iff its answer (:meth:`is_correct` on
     that step, or on the whole completion when no step is marked) is wrong. Skipped
     computations are not held against a right answer. An empty completion is wrong
-    at step 0.
+    at step 0. ``finished=False`` reads a partial solution (a search prefix): without
+    an answer step nothing but a wrong claim counts, and an empty one is -1.
     """
     if problem.intermediates is None:
       raise ValueError("first_wrong_step needs the problem's per-step intermediates "
@@ -145,7 +147,7 @@ class MathTask:
     known = {math_answers.canonical_answer(n) for n in math_answers.numbers(problem.question)}
     steps = [s for s in completion.split(self.step_separator) if s.strip()]
     if not steps:
-      return 0
+      return 0 if finished else -1
     k = 0
     for i, step in enumerate(steps):
       for claim in map(math_answers.canonical_answer, math_answers.equation_results(step)):
@@ -157,6 +159,8 @@ class MathTask:
         known.update(expected[:k])
       if "####" in step or math_answers.extract_boxed(step) is not None:
         return -1 if self.is_correct(step, problem) else i
+    if not finished:
+      return -1
     return -1 if self.is_correct(completion, problem) else len(steps) - 1
 
 
