@@ -162,10 +162,14 @@ def _tree_result(trace: beam_lib.SearchTrace, task, select: str) -> SearchResult
                          "steps": trace.steps})
 
 
-def _step_search(temperature, max_new_tokens, step_tokens, max_steps, lookahead, aggregation):
+def _step_search(policy, temperature, max_new_tokens, step_tokens, max_steps, lookahead,
+                 aggregation):
+    """Tree-search settings; steps are split on the policy's `step_separator` ("\\n" for a
+    policy without one), the string at which it ends a step."""
     return beam_lib.StepSearch(temperature=temperature, step_tokens=step_tokens,
                                max_new_tokens=max_new_tokens, max_steps=max_steps,
-                               lookahead=lookahead, aggregation=aggregation)
+                               lookahead=lookahead, aggregation=aggregation,
+                               separator=getattr(policy, "step_separator", "\n"))
 
 
 @register_method("beam_search")
@@ -177,8 +181,8 @@ def beam_search(prompt, *, policy, scorers, task, n, rng, width=4, temperature=1
     prm, _ = reward_scorer(scorers, "prm")
     trace = beam_lib.beam_search(
         prompt, policy=policy, prm=prm, n=n, width=min(width, n), rng=rng, dedupe=dedupe,
-        settings=_step_search(temperature, max_new_tokens, step_tokens, max_steps, lookahead,
-                              aggregation))
+        settings=_step_search(policy, temperature, max_new_tokens, step_tokens, max_steps,
+                              lookahead, aggregation))
     return _tree_result(trace, task, select)
 
 
@@ -190,8 +194,8 @@ def dvts(prompt, *, policy, scorers, task, n, rng, width=4, temperature=1.0, max
     prm, _ = reward_scorer(scorers, "prm")
     trace = dvts_search(
         prompt, policy=policy, prm=prm, n=n, width=min(width, n), rng=rng,
-        settings=_step_search(temperature, max_new_tokens, step_tokens, max_steps, lookahead,
-                              aggregation))
+        settings=_step_search(policy, temperature, max_new_tokens, step_tokens, max_steps,
+                              lookahead, aggregation))
     return _tree_result(trace, task, select)
 
 
