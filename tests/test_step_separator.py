@@ -234,3 +234,12 @@ def test_lm_completer_labels_with_a_bpe_separator_and_counts_prefill(bpe):
   # Each prefix is prefilled once for its 3 samples (padding rows included in both counts).
   assert lm.unshared_prefill_tokens == 3 * lm.prefill_tokens
   assert lm.prefill_tokens >= sum(len(tok.encode(p)) + 1 for p in prefixes)
+
+
+def test_qalign_step_starts_follow_a_separator_of_several_tokens():
+  from rewardlab.search.policy import Completion
+  from rewardlab.search.qalign import resample_starts
+  # tokens: a b \n \n c d \n\n e f  (the first separator is two tokens, the second one)
+  y = Completion("ab\n\ncd\n\nef", 9, True, (1, 2, 3, 4, 5, 6, 8, 9, 10))
+  assert resample_starts(y, "step", SEP) == [0, 4, 7]
+  assert resample_starts(y, "step", "\n") == [0, 3, 4, 7]
