@@ -2,8 +2,11 @@
 
 A *prefix* is a problem prompt plus its first k solution steps, each followed by
 the step separator (``"Q:37+45*3\\n37+45=82\\n"``); a *completion* is the text a
-policy writes after it (``"82*3=246\\nA:246\\n"``). Whether a completion reaches
-the right answer is decided by the task on ``prefix + completion``
+policy writes after it (``"82*3=246\\nA:246\\n"``). The separator is ``"\\n"`` by
+default and may be any string, e.g. ``"\\n\\n"`` (several tokens for a BPE tokenizer):
+the labellers take it as ``separator``, join prefix steps with it and split
+completions on it; completers sample to EOS, so it need not be one token. Whether a
+completion reaches the right answer is decided by the task on ``prefix + completion``
 (:func:`completion_is_correct`), never by the completer.
 
 Labellers are written as coroutines that yield the prefixes they need and get
@@ -84,19 +87,28 @@ class MeteredCompleter:
 # ----------------------------------------------------------------------------- text helpers
 
 
-def prefix_text(problem: arithmetic.Problem, steps: Sequence[str]) -> str:
+def prefix_text(problem: arithmetic.Problem, steps: Sequence[str],
+                separator: str = arithmetic.STEP_SEPARATOR) -> str:
   """``prompt + Σ_k (step_k + separator)`` for the given steps."""
-  return problem.prompt + "".join(s + arithmetic.STEP_SEPARATOR for s in steps)
+  return problem.prompt + "".join(s + separator for s in steps)
 
 
-def solution_steps(text: str) -> list[str]:
+def solution_steps(text: str, separator: str = arithmetic.STEP_SEPARATOR) -> list[str]:
   """Step lines of a solution, then its ``A:`` line when it has one (the answer is the last step).
 
-  Blank lines, a leading prompt line and anything after the answer line are dropped, so
-  ``prefix_text(problem, solution_steps(prefix + completion))`` is the canonical text.
+  Steps are the pieces between separators (and line breaks: arithmetic steps are single
+  lines). Blank pieces, a leading prompt line and anything after the answer line are
+  dropped, so ``prefix_text(problem, solution_steps(prefix + completion, separator),
+  separator)`` is the canonical text.
   """
-  parsed = arithmetic.parse_solution(text)
+  parsed = arithmetic.parse_solution(_as_lines(text, separator))
   return list(parsed.steps) + ([] if parsed.answer is None else ["A:" + parsed.answer])
+
+
+def _as_lines(text: str, separator: str) -> str:
+  """The text with its separators as line breaks (what the arithmetic parser reads)."""
+  return text if separator == arithmetic.STEP_SEPARATOR else text.replace(
+      separator, arithmetic.STEP_SEPARATOR)
 
 
 def completion_is_correct(prefix: str, completion: str, problem: arithmetic.Problem) -> bool:
@@ -178,6 +190,8 @@ class LMCompleter:
     self.batch_size, self.mesh = int(batch_size), mesh
     self.generated_tokens = 0
     self.invalid_tokens = 0   # completions cut at an id the tokenizer does not have
+    self.prefill_tokens = 0   # prompt tokens prefilled: once per prefix (padding rows included)
+    self.unshared_prefill_tokens = 0  # what one prefill per sample would have read (n x that)
 
   def complete(self, prefixes: list[str], n: int, rng: np.random.Generator) -> list[list[str]]:
     encoded = [[self.tokenizer.bos_id] + self.tokenizer.encode(p) for p in prefixes]
@@ -201,6 +215,8 @@ class LMCompleter:
     rows = _bucket(len(prompts), self.batch_size)
     padded = prompts + [prompts[0]] * (rows - len(prompts))
     key = jax.random.key(int(rng.integers(2**31)))
+    self.prefill_tokens += sum(len(p) for p in padded)
+    self.unshared_prefill_tokens += n * sum(len(p) for p in padded)
     result = generate(
         self.config, self.params, padded, max_new_tokens=min(self.max_new_tokens, room),
         temperature=self.temperature, stop_tokens=(self.tokenizer.eos_id,), num_samples=n,
@@ -235,14 +251,18 @@ class ScriptedCompleter:
   already holds a wrong step is continued consistently, so it never reaches the
   right answer. Hence a completion from a right prefix of k steps succeeds with
   probability ``Π_{j>=k} (1 - f_j)`` (:meth:`success_probability`), and 0 otherwise.
-  ``calls`` counts how often each prefix was asked for (tests check caching).
+  ``calls`` counts how often each prefix was asked for (tests check caching). Steps are
+  read and written with ``separator`` (the answer line ends with a line break).
   """
 
-  def __init__(self, fail_probs: Sequence[float]):
+  def __init__(self, fail_probs: Sequence[float], separator: str = arithmetic.STEP_SEPARATOR):
     probs = [float(f) for f in fail_probs]
     if not probs or any(not 0.0 <= f <= 1.0 for f in probs):
       raise ValueError(f"fail_probs must be a non-empty list of probabilities, got {fail_probs}")
+    if not separator:
+      raise ValueError("separator must be a non-empty string")
     self.fail_probs = probs
+    self.separator = separator
     self.calls: dict[str, int] = {}
 
   def fail_prob(self, j: int) -> float:
@@ -259,7 +279,7 @@ class ScriptedCompleter:
     for prefix in prefixes:
       self.calls[prefix] = self.calls.get(prefix, 0) + 1
       problem = arithmetic.parse_prompt(prefix.split(arithmetic.STEP_SEPARATOR, 1)[0])
-      steps = arithmetic.parse_solution(prefix).steps
+      steps = arithmetic.parse_solution(_as_lines(prefix, self.separator)).steps
       out.append([self._continue(problem, steps, rng) for _ in range(n)])
     return out
 
@@ -278,7 +298,7 @@ class ScriptedCompleter:
         result, right = result + int(rng.integers(1, 10)), False
       lines.append(f"{value}{op}{b}={result}")
       value = result
-    return "".join(line + arithmetic.STEP_SEPARATOR for line in lines) + f"A:{value}\n"
+    return "".join(line + self.separator for line in lines) + f"A:{value}\n"
 
 
 def _prefix_is_right(problem: arithmetic.Problem, steps: Sequence[str]) -> bool:

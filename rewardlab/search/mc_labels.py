@@ -92,31 +92,32 @@ def is_answer_step(step: str) -> bool:
 
 
 def mc_task(problem: arithmetic.Problem, solutions: Sequence[Sequence[str]],
-            method: str = "mc") -> Task:
+            method: str = "mc", separator: str = arithmetic.STEP_SEPARATOR) -> Task:
   """Coroutine labelling ``solutions`` (step lists) of one problem; see :func:`label_solutions`.
 
   Yields once: every distinct prefix ``s_1..s_k`` that ends in a step line (never
-  in the answer line). Returns one :class:`StepLabels` per solution.
+  in the answer line), its steps joined by ``separator``. Returns one
+  :class:`StepLabels` per solution.
   """
   prefixes: list[str] = []
   for steps in solutions:
     for k, step in enumerate(steps):
       if not is_answer_step(step):
-        prefixes.append(prefix_text(problem, steps[:k + 1]))
+        prefixes.append(prefix_text(problem, steps[:k + 1], separator))
   prefixes = list(dict.fromkeys(prefixes))
   completions = (yield prefixes) if prefixes else []
   outcomes = {
       prefix: "".join("1" if completer_lib.completion_is_correct(prefix, c, problem) else "0"
                       for c in texts)
       for prefix, texts in zip(prefixes, completions)}
-  return [_solution_labels(problem, steps, outcomes, method) for steps in solutions]
+  return [_solution_labels(problem, steps, outcomes, method, separator) for steps in solutions]
 
 
 def _solution_labels(problem: arithmetic.Problem, steps: Sequence[str], outcomes: dict,
-                     method: str) -> StepLabels:
+                     method: str, separator: str) -> StepLabels:
   per_step = []
   for k, step in enumerate(steps):
-    prefix = prefix_text(problem, steps[:k + 1])
+    prefix = prefix_text(problem, steps[:k + 1], separator)
     if is_answer_step(step):
       per_step.append("1" if arithmetic.is_correct(prefix, problem) else "0")
     else:
@@ -132,19 +133,22 @@ def _solution_labels(problem: arithmetic.Problem, steps: Sequence[str], outcomes
 
 def label_solutions(problems: Sequence[arithmetic.Problem],
                     solutions: Sequence[Sequence[Sequence[str]]], completer: Completer, *,
-                    num_completions: int = 8,
-                    rng: np.random.Generator) -> list[list[StepLabels]]:
+                    num_completions: int = 8, rng: np.random.Generator,
+                    separator: str = arithmetic.STEP_SEPARATOR) -> list[list[StepLabels]]:
   """Monte-Carlo labels for ``solutions[i]`` (a list of step lists) of ``problems[i]``.
 
   All prefixes of all problems go to the completer in one call of
-  ``num_completions`` samples each. Returns, per problem, one :class:`StepLabels`
-  per solution.
+  ``num_completions`` samples each; a prefix is the prompt followed by its steps, each
+  ending with ``separator`` (any string, e.g. ``"\\n\\n"``). Returns, per problem, one
+  :class:`StepLabels` per solution.
   """
   if len(problems) != len(solutions):
     raise ValueError(f"{len(problems)} problems but {len(solutions)} solution lists")
   if num_completions <= 0:
     raise ValueError(f"num_completions must be positive, got {num_completions}")
-  tasks = [mc_task(p, s) for p, s in zip(problems, solutions)]
+  if not separator:
+    raise ValueError("separator must be a non-empty string")
+  tasks = [mc_task(p, s, separator=separator) for p, s in zip(problems, solutions)]
   return completer_lib.drive(tasks, completer, num_completions, rng)
 
 

@@ -129,7 +129,7 @@ def _scored_vote(how, prompt, policy, scorers, task, n, rng, temperature, max_ne
     texts = [c.text for c in _sample_solutions(prompt, policy, n, rng, budget, temperature,
                                                max_new_tokens)]
     scores = budget_lib.solution_scores(scorer, budget, [prompt] * n, texts, kind=kind,
-                                        aggregation=aggregation)
+                                        aggregation=aggregation, separator=_separator(policy))
     answers = [task.extract_answer(t) for t in texts]
     pick = select_answer(how, answers, scores, kind)
     return SearchResult(answers[pick.index], texts[pick.index], budget,
@@ -162,10 +162,19 @@ def _tree_result(trace: beam_lib.SearchTrace, task, select: str) -> SearchResult
                          "steps": trace.steps})
 
 
-def _step_search(temperature, max_new_tokens, step_tokens, max_steps, lookahead, aggregation):
+def _separator(policy) -> str:
+    """The string at which the policy ends a step (PRMs read steps split on it); "\\n" for a
+    policy without `step_separator`."""
+    return getattr(policy, "step_separator", "\n")
+
+
+def _step_search(policy, temperature, max_new_tokens, step_tokens, max_steps, lookahead,
+                 aggregation):
+    """Tree-search settings; steps are split on the policy's separator."""
     return beam_lib.StepSearch(temperature=temperature, step_tokens=step_tokens,
                                max_new_tokens=max_new_tokens, max_steps=max_steps,
-                               lookahead=lookahead, aggregation=aggregation)
+                               lookahead=lookahead, aggregation=aggregation,
+                               separator=_separator(policy))
 
 
 @register_method("beam_search")
@@ -177,8 +186,8 @@ def beam_search(prompt, *, policy, scorers, task, n, rng, width=4, temperature=1
     prm, _ = reward_scorer(scorers, "prm")
     trace = beam_lib.beam_search(
         prompt, policy=policy, prm=prm, n=n, width=min(width, n), rng=rng, dedupe=dedupe,
-        settings=_step_search(temperature, max_new_tokens, step_tokens, max_steps, lookahead,
-                              aggregation))
+        settings=_step_search(policy, temperature, max_new_tokens, step_tokens, max_steps,
+                              lookahead, aggregation))
     return _tree_result(trace, task, select)
 
 
@@ -190,8 +199,8 @@ def dvts(prompt, *, policy, scorers, task, n, rng, width=4, temperature=1.0, max
     prm, _ = reward_scorer(scorers, "prm")
     trace = dvts_search(
         prompt, policy=policy, prm=prm, n=n, width=min(width, n), rng=rng,
-        settings=_step_search(temperature, max_new_tokens, step_tokens, max_steps, lookahead,
-                              aggregation))
+        settings=_step_search(policy, temperature, max_new_tokens, step_tokens, max_steps,
+                              lookahead, aggregation))
     return _tree_result(trace, task, select)
 
 
@@ -203,7 +212,7 @@ def qalign(prompt, *, policy, scorers, task, n, rng, beta=1.0, burn_in=0.2, unit
     scorer, kind = reward_scorer(scorers, reward)
     chain = qalign_chain(prompt, policy=policy, scorer=scorer, n=n, rng=rng, beta=beta,
                          unit=unit, kind=kind, aggregation=aggregation, temperature=temperature,
-                         max_new_tokens=max_new_tokens)
+                         max_new_tokens=max_new_tokens, separator=_separator(policy))
     answers = [task.extract_answer(y.text) for y in chain.states]
     i = chain_vote(answers, n, burn_in)
     return SearchResult(answers[i], chain.states[i].text, chain.budgets[-1],

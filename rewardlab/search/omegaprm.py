@@ -111,8 +111,9 @@ class Search:
 class SearchTree:
   """The search state of one problem; driven by :func:`search_task`."""
 
-  def __init__(self, problem: arithmetic.Problem, config: OmegaPRMConfig):
-    self.problem, self.config = problem, config
+  def __init__(self, problem: arithmetic.Problem, config: OmegaPRMConfig,
+               separator: str = arithmetic.STEP_SEPARATOR):
+    self.problem, self.config, self.separator = problem, config, separator
     self.nodes: dict[Steps, Node] = {}
     self.pool: set[tuple[int, int]] = set()
     self.selected: set[tuple[int, int]] = set()
@@ -129,10 +130,10 @@ class SearchTree:
       raise AssertionError(f"state {steps} evaluated twice")
     if not completions:
       raise ValueError(f"problem {self.problem.key}: state {steps} got no rollouts")
-    prefix = prefix_text(self.problem, steps)
+    prefix = prefix_text(self.problem, steps, self.separator)
     rollouts = []
     for text in completions:
-      full = solution_steps(prefix + text)
+      full = solution_steps(prefix + text, self.separator)
       lines = tuple(s for s in full[len(steps):] if not is_answer_step(s))
       rollouts.append(Rollout(text, lines, arithmetic.is_correct(prefix + text, self.problem)))
     node = Node(len(self._by_id), steps, rollouts, cost)
@@ -150,7 +151,7 @@ class SearchTree:
     k = self.config.rollouts_per_state
     if self.rollouts_spent + k > self.config.rollout_budget:
       return None
-    (completions,) = yield [prefix_text(self.problem, steps)]
+    (completions,) = yield [prefix_text(self.problem, steps, self.separator)]
     if len(completions) != k:
       raise ValueError(f"completer returned {len(completions)} rollouts, expected {k}")
     self.rollouts_spent += k
@@ -201,7 +202,8 @@ class SearchTree:
     if steps in self.nodes:
       return self.nodes[steps].outcomes
     if steps and is_answer_step(steps[-1]):
-      return "1" if arithmetic.is_correct(prefix_text(self.problem, steps), self.problem) else "0"
+      prefix = prefix_text(self.problem, steps, self.separator)
+      return "1" if arithmetic.is_correct(prefix, self.problem) else "0"
     return None
 
   def labels_for(self, steps: Sequence[str], method: str = "omegaprm") -> StepLabels:
@@ -241,7 +243,7 @@ class SearchTree:
     tree a run with ``rollout_budget = budget`` would have built from the same
     completions (the pool and searches are not rebuilt).
     """
-    view, spent = SearchTree(self.problem, self.config), 0
+    view, spent = SearchTree(self.problem, self.config, self.separator), 0
     for node in self._by_id:
       if spent + node.cost > budget:
         break
@@ -270,15 +272,16 @@ class SearchTree:
 
 
 def search_task(problem: arithmetic.Problem, config: OmegaPRMConfig,
-                root_rollouts: Sequence[str] | None = None) -> Task:
+                root_rollouts: Sequence[str] | None = None,
+                separator: str = arithmetic.STEP_SEPARATOR) -> Task:
   """Coroutine running OmegaPRM on one problem; returns the :class:`SearchTree`.
 
   ``root_rollouts`` (completions of the bare prompt, e.g. the solutions to label)
   stand in for the root's k rollouts and are not charged to the budget; without
-  them the root is evaluated like any state. Every request is one prefix that
-  needs ``config.rollouts_per_state`` completions.
+  them the root is evaluated like any state. Every request is one prefix (steps
+  joined by ``separator``) that needs ``config.rollouts_per_state`` completions.
   """
-  tree = SearchTree(problem, config)
+  tree = SearchTree(problem, config, separator)
   if root_rollouts is not None:
     tree.add_state((), list(root_rollouts), cost=0)
   else:
@@ -293,11 +296,15 @@ def search_task(problem: arithmetic.Problem, config: OmegaPRMConfig,
 
 def run_search(problems: Sequence[arithmetic.Problem], completer: Completer,
                config: OmegaPRMConfig = OmegaPRMConfig(), *, rng,
-               root_rollouts: Sequence[Sequence[str]] | None = None) -> list[SearchTree]:
+               root_rollouts: Sequence[Sequence[str]] | None = None,
+               separator: str = arithmetic.STEP_SEPARATOR) -> list[SearchTree]:
   """OmegaPRM on many problems in lockstep: each round's MC evaluations go out as one
-  completer call with ``k`` completions per prefix. Returns one tree per problem."""
+  completer call with ``k`` completions per prefix (steps joined by ``separator``, any
+  string). Returns one tree per problem."""
   if root_rollouts is not None and len(root_rollouts) != len(problems):
     raise ValueError(f"{len(root_rollouts)} root rollout lists for {len(problems)} problems")
-  tasks = [search_task(p, config, None if root_rollouts is None else root_rollouts[i])
-           for i, p in enumerate(problems)]
+  if not separator:
+    raise ValueError("separator must be a non-empty string")
+  tasks = [search_task(p, config, None if root_rollouts is None else root_rollouts[i],
+                       separator) for i, p in enumerate(problems)]
   return completer_lib.drive(tasks, completer, config.rollouts_per_state, rng)

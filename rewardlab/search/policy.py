@@ -5,8 +5,9 @@ Search code is model-agnostic. It sees
 * a `Policy`: `sample(prompts, n, *, max_new_tokens, temperature, stop_at_step, rng)`
   returns, for each prompt (the problem prompt followed by the solution text so
   far), `n` `Completion`s. With `stop_at_step` a completion ends after the step
-  separator (one reasoning step); otherwise it runs to EOS. `rng` is a numpy
-  `Generator`; the same rng state gives the same completions.
+  separator (one reasoning step: its text ends with the separator string); otherwise
+  it runs to EOS. `rng` is a numpy `Generator`; the same rng state gives the same
+  completions.
 * an outcome scorer with `score(prompts, completions) -> [B]` rewards, or a process
   scorer with `score_steps(prompts, steps_lists) -> list of [K_b]` step
   probabilities; both carry an integer `tokens_scored` counter that grows with
@@ -24,10 +25,12 @@ from typing import Protocol, Sequence, runtime_checkable
 import jax
 import numpy as np
 
+from rewardlab.sampling import stops as stops_lib
 from rewardlab.sampling.generate import generate
 from rewardlab.sampling.guided import guided_generate
 
-__all__ = ["Completion", "Policy", "OutcomeScorer", "ProcessScorer", "LMPolicy", "split_steps"]
+__all__ = ["Completion", "Policy", "OutcomeScorer", "ProcessScorer", "LMPolicy", "split_steps",
+           "separator_token", "cut_after", "TokenText"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,14 +105,61 @@ def _bucket(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenText:
+    """`decode_fn` for stop-string tables: the text of token ids, where ids past the
+    tokenizer's vocabulary (the model's vocabulary padding) have none. Equal for equal
+    tokenizers, so the table cache of `rewardlab.sampling.stops` is shared by policies."""
+
+    tokenizer: object
+
+    def __call__(self, ids) -> str:
+        return self.tokenizer.decode([i for i in ids if i < self.tokenizer.vocab_size])
+
+
+def separator_token(tokenizer, separator: str, vocab_size: int) -> int | None:
+    """The id of a one-character separator that is one token and inside no other token's
+    text (then stopping on that token is stopping on the string), else None.
+
+    A separator of several characters can be completed across tokens ("\\n" + "\\n" =
+    "\\n\\n"), and one that other tokens contain (".\\n", "\\n\\n") can be emitted inside
+    them, so both need a stop string. Decodes the vocabulary (`vocab_size` ids) only for a
+    one-character, one-token separator.
+    """
+    ids = tokenizer.encode(separator)
+    if len(separator) != 1 or len(ids) != 1:
+        return None
+    sep = int(ids[0])
+    texts = stops_lib.token_texts(TokenText(tokenizer), vocab_size)
+    if any(separator in text for v, text in enumerate(texts) if v != sep):
+        return None
+    return sep
+
+
+def cut_after(text: str, separator: str) -> str:
+    """`text` up to the end of the first `separator` in it (all of it when there is none)."""
+    i = text.find(separator)
+    return text if i < 0 else text[:i + len(separator)]
+
+
 class LMPolicy:
     """The `Policy` protocol over a causal LM (`rewardlab.models` params) and a tokenizer.
 
     A prompt text is encoded as [BOS] + encode(text) (as `sft.prompt_ids` does). Rows
-    stop at EOS, and at the step separator when `stop_at_step` (the separator must be
-    one token). Every sample is its own row (the prompt is prefilled once per sample)
-    and the rows are padded to a power of two, at least `min_rows`, so that calls with
-    different n or numbers of prompts share compiled shapes; `max_new_tokens` is
+    stop at EOS, and with `stop_at_step` at the end of a step: when `step_separator` is
+    one character that is one token and no other token contains it (the character
+    tokenizer's "\\n"), by stopping on that token; otherwise (a separator of several
+    tokens such as "\\n\\n" for a BPE tokenizer, or one that merges with its neighbours
+    into other tokens) by the stop string `step_separator` (`rewardlab.sampling.stops`),
+    and the completion's text is cut after the first separator (a token such as
+    "\\n\\nThe" that runs past it leaves "The" out; `num_tokens` still counts it).
+
+    Each prompt of a call is prefilled once and its n samples are drawn from that cache
+    (`generate(num_samples=n)`); the prompt list is padded (by repeating the last prompt)
+    to a power of two, at least `min_rows / n`, so that calls share compiled shapes (one
+    set per n). Sample s of prompt p is sampler row p * n + s, as when every sample was its
+    own row, so the draws do not depend on the sharing. `prefill_tokens` counts the
+    prompt tokens the sampler prefilled (padding prompts included). `max_new_tokens` is
     rounded up to a multiple of 16 for generation and the output cut back. It is also
     limited to the room left in the model's context
     (`max_position_embeddings` minus the prompt width rounded up to 16, as `generate`
@@ -118,7 +168,8 @@ class LMPolicy:
 
     `guides`: GenARM token-level reward models, `(config, params)` pairs sharing the
     tokenizer; sampling then uses `rewardlab.sampling.guided.guided_generate` with
-    weights `alphas`.
+    weights `alphas` (which stops on tokens only: a separator that needs a stop string
+    cannot end guided steps).
     """
 
     def __init__(self, config, params, tokenizer, *, step_separator: str = "\n", top_k: int = 0,
@@ -126,16 +177,16 @@ class LMPolicy:
                  min_rows: int = 8):
         self.config, self.params, self.tokenizer = config, params, tokenizer
         self.min_rows = int(min_rows)
+        if not isinstance(step_separator, str) or not step_separator:
+            raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
         self.step_separator = step_separator
-        sep = tokenizer.encode(step_separator)
-        if len(sep) != 1:
-            raise ValueError(f"step separator {step_separator!r} encodes to {len(sep)} tokens; "
-                             "LMPolicy stops on a single separator token")
-        self.separator_id = int(sep[0])
+        self.separator_id = separator_token(tokenizer, step_separator, config.vocab_size)
+        self._token_text = TokenText(tokenizer)
         self.top_k, self.top_p = int(top_k), float(top_p)
         self.guides, self.alphas = tuple(guides), tuple(float(a) for a in alphas)
         if len(self.guides) != len(self.alphas):
             raise ValueError(f"got {len(self.guides)} guide models but {len(self.alphas)} alphas")
+        self.prefill_tokens = 0
 
     def with_guides(self, guides: Sequence, alphas: Sequence[float]) -> "LMPolicy":
         """The same policy decoding with GenARM guidance by `guides` weighted by `alphas`."""
@@ -143,9 +194,11 @@ class LMPolicy:
                         top_k=self.top_k, top_p=self.top_p, guides=guides, alphas=alphas,
                         min_rows=self.min_rows)
 
-    def _decode(self, ids: list[int], finished: bool) -> Completion:
+    def _decode(self, ids: list[int], finished: bool, cut: str | None) -> Completion:
         ids = [i if i < self.tokenizer.vocab_size else self.tokenizer.pad_id for i in ids]
         text = self.tokenizer.decode(ids)
+        if cut is not None:
+            text = cut_after(text, cut)
         ends, last = [], 0
         for i in range(len(ids)):  # offsets from decoded prefixes, clamped to stay monotone
             last = min(max(last, len(self.tokenizer.decode(ids[:i + 1]))), len(text))
@@ -157,27 +210,37 @@ class LMPolicy:
         if not prompts:
             return []
         encoded = [self.tokenizer.encode(p, add_bos=True) for p in prompts]
-        # One row per sample, rows padded to a power of two (at least `min_rows`) by
-        # repeating the last one: the compiled shape depends on neither n nor len(prompts).
-        rows = [ids for ids in encoded for _ in range(n)]
-        rows += [rows[-1]] * (max(self.min_rows, _bucket(len(rows))) - len(rows))
+        # Prompts padded to a power of two (at least min_rows / n) by repeating the last one:
+        # few compiled shapes. Rows p * n + s are the real samples, padding rows come after.
+        num_prompts = max(_bucket(len(encoded)), -(-self.min_rows // n))
+        padded = encoded + [encoded[-1]] * (num_prompts - len(encoded))
         width = -(-max(len(p) for p in encoded) // 16) * 16
         room = self.config.max_position_embeddings - width
         new = min(int(max_new_tokens), room)
         if new < 1:
             return [[Completion("", 0, True, ())] * n for _ in prompts]
         eos = self.tokenizer.eos_id
+        by_string = stop_at_step and self.separator_id is None
+        if by_string and self.guides:
+            raise ValueError(f"guided decoding stops on tokens only; step separator "
+                             f"{self.step_separator!r} needs a stop string")
         # Generate up to a multiple of 16 and cut: a row's tokens do not depend on the limit,
         # and callers asking for many different limits (QAlign suffixes) compile few shapes.
         kwargs = dict(max_new_tokens=min(-(-new // 16) * 16, room), temperature=float(temperature),
-                      top_k=self.top_k, top_p=self.top_p,
-                      stop_tokens=(eos, self.separator_id if stop_at_step else eos),
+                      top_k=self.top_k, top_p=self.top_p, num_samples=n,
+                      stop_tokens=(eos, self.separator_id if stop_at_step and not by_string
+                                   else eos),
                       rng=jax.random.key(int(rng.integers(2**31 - 1))), pad_id=self.tokenizer.pad_id)
+        if by_string:
+            kwargs.update(stop_strings=(self.step_separator,), decode_fn=self._token_text)
+        self.prefill_tokens += sum(len(p) for p in padded)
         if self.guides:
-            out = guided_generate(self.config, self.params, self.guides, self.alphas, rows, **kwargs)
+            out = guided_generate(self.config, self.params, self.guides, self.alphas, padded,
+                                  **kwargs)
         else:
-            out = generate(self.config, self.params, rows, **kwargs)
+            out = generate(self.config, self.params, padded, **kwargs)
         generated = out.completions()
+        cut = self.step_separator if by_string else None
         completions = []
         for p in range(len(prompts)):
             row = []
@@ -185,6 +248,6 @@ class LMPolicy:
                 ids = ids[:new]
                 stopped = bool(ids) and ids[-1] == eos
                 cut_by_context = new < max_new_tokens and len(ids) == new
-                row.append(self._decode(ids, stopped or cut_by_context))
+                row.append(self._decode(ids, stopped or cut_by_context, cut))
             completions.append(row)
         return completions

@@ -66,11 +66,14 @@ def resample_starts(y: Completion, unit: str, separator: str = "\n") -> list[int
         return list(range(y.num_tokens))
     if unit != "step":
         raise ValueError(f"unit must be 'token' or 'step', got {unit!r}")
-    starts, begin = [0], 0
+    # A step starts after each token that completes a separator (one of several tokens,
+    # e.g. "\n\n" as "\n" + "\n", completes it at the last).
+    starts, seen = [0], 0
     for t, end in enumerate(y.token_ends[:-1]):
-        if separator in y.text[begin:end]:
+        count = y.text.count(separator, 0, end)
+        if count > seen:
             starts.append(t + 1)
-        begin = end
+        seen = count
     return starts if y.num_tokens else []
 
 
