@@ -12,23 +12,29 @@ Same model, same pairs, same optimizer settings, one run:
 - TRL: `RewardTrainer` on PyTorch CPU, `torch.set_num_threads(2)`, no gradient
   checkpointing, dropout off, each batch padded to its own longest sequence.
 
-The two run interleaved in one process: a TRL callback runs and times one rewardlab step
-after every TRL optimizer step, so both see the same machine load (this CPU is shared).
-Tokens/s counts real (non-pad) tokens of both sequences of every pair, for both
-trainers, over the timed steps after warmup (median of per-step rates). f32 is compared
-with f32 (`bf16=False` for TRL); `--dtypes float32,bfloat16` adds bf16 matmul inputs with
-f32 accumulation for both (TRL: `bf16=True`, CPU autocast).
+Each trainer runs alone in its own process (a fresh Python per trainer and dtype), so
+neither shares the cores' thread pools with the other; `--rounds` rounds run both, the
+order alternating between rounds, and each run records the load average before and
+after it and its process CPU share (CPU seconds over wall seconds x cores). Tokens/s
+counts real (non-pad) tokens of both sequences of every pair, for both trainers, over
+the timed steps after warmup (median of per-step rates). f32 is compared with f32
+(`bf16=False` for TRL); `--dtypes float32,bfloat16` adds bf16 matmul inputs with f32
+accumulation for both (TRL: `bf16=True`, CPU autocast).
 
-    python benchmarks/rm_vs_trl.py                 # f32 vs f32, CPU
-    python benchmarks/rm_vs_trl.py --dtypes float32,bfloat16 --steps 30
+    python benchmarks/rm_vs_trl.py                 # f32 vs f32, CPU, 2 rounds
+    python benchmarks/rm_vs_trl.py --dtypes float32,bfloat16 --steps 25 --rounds 2
 
+Needs `trl` (tested: 1.16.0, with datasets 5.2.0); it is not a rewardlab dependency.
 Writes benchmarks/results/rm_vs_trl_<device>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +61,7 @@ from rewardlab.train import state as state_lib  # noqa: E402
 from rewardlab.train import step as step_lib  # noqa: E402
 
 LR, WEIGHT_DECAY, CLIP = 1e-4, 0.0, 1.0
+CORES = os.cpu_count() or 1
 
 
 def model_config(dtype: str, tokenizer) -> TransformerConfig:
@@ -128,12 +135,11 @@ def hf_tokenizer(tokenizer: CharTokenizer, path: str):
   return fast
 
 
-class Interleave(transformers.TrainerCallback):
-  """Times every TRL optimizer step (wall time, TRL's own real-token count) and runs one
-  rewardlab step right after it, so both see the same machine load."""
+class StepTimer(transformers.TrainerCallback):
+  """Times every TRL optimizer step (wall time, TRL's own real-token count)."""
 
-  def __init__(self, ours: OurTrainer):
-    self.ours, self.trainer, self.seconds, self.tokens = ours, None, [], []
+  def __init__(self):
+    self.trainer, self.seconds, self.tokens = None, [], []
     self._start, self._tokens = 0.0, 0
 
   def on_step_begin(self, args, state, control, **kwargs):
@@ -142,17 +148,16 @@ class Interleave(transformers.TrainerCallback):
   def on_step_end(self, args, state, control, **kwargs):
     self.seconds.append(time.perf_counter() - self._start)
     self.tokens.append(self.trainer._total_train_tokens - self._tokens)
-    self.ours.step()
 
 
-def run_pair(model_dir: str, tokenizer_dir: str, pairs: list[dict], ours: OurTrainer,
-             args, bf16: bool, workdir: str) -> dict:
-  """TRL's RewardTrainer for `args.steps` steps, one rewardlab step after each."""
+def run_trl(model_dir: str, tokenizer_dir: str, pairs: list[dict], args, bf16: bool,
+            workdir: str) -> dict:
+  """TRL's RewardTrainer alone for `args.steps` steps."""
   import datasets  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   import trl  # pylint: disable=import-outside-toplevel
 
-  torch.set_num_threads(2)
+  torch.set_num_threads(args.torch_threads)
   model = transformers.AutoModelForSequenceClassification.from_pretrained(
       model_dir, dtype=torch.float32, attn_implementation="sdpa")
   tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -165,60 +170,135 @@ def run_pair(model_dir: str, tokenizer_dir: str, pairs: list[dict], ours: OurTra
       lr_scheduler_type="constant", warmup_steps=0, bf16=bf16, gradient_checkpointing=False,
       disable_dropout=True, use_cpu=True, save_strategy="no", report_to=[],
       logging_steps=10**6, dataloader_num_workers=0, seed=0, max_length=None)
-  timer = Interleave(ours)
+  timer = StepTimer()
   trainer = trl.RewardTrainer(model=model, args=config, train_dataset=data, processing_class=tok,
                               callbacks=[timer])
   timer.trainer = trainer
-  trainer.train()
+  cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
+  out = trainer.train()
+  cpu_share = (_cpu_seconds() - cpu_start) / ((time.perf_counter() - wall_start) * CORES)
   skip = args.warmup + 1
-  return {"trl": {**rates(timer.tokens[skip:], timer.seconds[skip:]),
-                  "first_step_s": timer.seconds[0]},
-          "rewardlab": {**rates(ours.tokens[skip:], ours.seconds[skip:]),
-                        "first_step_with_compile_s": ours.compile_s,
-                        "final_loss": float(ours.metrics["loss"]),
-                        "padded_length": int(ours.batches[0]["chosen_tokens"].shape[1])},
+  return {**rates(timer.tokens[skip:], timer.seconds[skip:]), "first_step_s": timer.seconds[0],
+          "train_loss": float(out.training_loss), "torch_threads": args.torch_threads,
+          "cpu_share": cpu_share,
           "versions": {"trl": trl.__version__, "torch": torch.__version__,
                        "transformers": transformers.__version__}}
+
+
+def run_ours(rm, params, batches: list[dict], args) -> dict:
+  """rewardlab's BT step alone: a compile step, then `args.steps` timed steps."""
+  ours = OurTrainer(rm, params, batches)
+  cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
+  for _ in range(args.steps - 1):
+    ours.step()
+  cpu_share = (_cpu_seconds() - cpu_start) / ((time.perf_counter() - wall_start) * CORES)
+  skip = args.warmup
+  return {**rates(ours.tokens[skip:], ours.seconds[skip:]),
+          "first_step_with_compile_s": ours.compile_s, "final_loss": float(ours.metrics["loss"]),
+          "padded_length": int(ours.batches[0]["chosen_tokens"].shape[1]), "cpu_share": cpu_share}
+
+
+def _cpu_seconds() -> float:
+  t = os.times()
+  return t.user + t.system
+
+
+def reward_model(dtype: str, tokenizer):
+  rm = reward_lib.RewardModelConfig(backbone=model_config(dtype, tokenizer), head="outcome")
+  return rm, reward_lib.init_reward_model(rm, jax.random.key(0))
+
+
+def data(args, tokenizer):
+  """The pairs and rewardlab's fixed batches (the same in every process: seeded)."""
+  pairs = make_pairs(args.steps * args.batch + args.batch, tokenizer)
+  batches = [encode.stack_examples(pairs[i:i + args.batch])
+             for i in range(0, len(pairs) - args.batch + 1, args.batch)][:args.steps + 1]
+  return pairs, batches
+
+
+def worker(args) -> None:
+  """One trainer, one dtype, alone in this process; writes its result JSON."""
+  tokenizer = CharTokenizer.for_arithmetic()
+  pairs, batches = data(args, tokenizer)
+  if args.worker == "rewardlab":
+    rm, params = reward_model(args.dtype, tokenizer)
+    result = run_ours(rm, params, batches, args)
+  else:
+    result = run_trl(f"{args.workdir}/model", f"{args.workdir}/tok", pairs, args,
+                     args.dtype == "bfloat16", f"{args.workdir}/trl")
+  common.write_json(args.result, result)
 
 
 # ----------------------------------------------------------------------------- main
 
 
+def run_worker(args, side: str, dtype: str, workdir: str) -> dict:
+  """`side` alone in a fresh process; returns its result with the load around it."""
+  result_path = f"{workdir}/{side}_{dtype}.json"
+  command = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--dtype", dtype,
+             "--workdir", workdir, "--result", result_path, "--steps", str(args.steps),
+             "--warmup", str(args.warmup), "--batch", str(args.batch),
+             "--torch-threads", str(args.torch_threads)]
+  load_before = os.getloadavg()
+  subprocess.run(command, check=True)
+  result = json.loads(Path(result_path).read_text())
+  result["load_before"] = [round(x, 2) for x in load_before]
+  result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+  return result
+
+
 def run(args) -> dict:
+  """Rounds of (rewardlab alone, TRL alone) per dtype, the order alternating by round."""
   tokenizer = CharTokenizer.for_arithmetic()
-  pairs = make_pairs(args.steps * args.batch + args.batch, tokenizer)
-  batches = [encode.stack_examples(pairs[i:i + args.batch])
-             for i in range(0, len(pairs) - args.batch + 1, args.batch)][:args.steps + 1]
   results = {"command": "python benchmarks/rm_vs_trl.py " + " ".join(sys.argv[1:]),
              "machine": common.describe_machine(), "batch_pairs": args.batch,
-             "steps": args.steps, "warmup": args.warmup, "rows": []}
+             "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "rows": []}
   with tempfile.TemporaryDirectory() as tmp:
     hf_tokenizer(tokenizer, f"{tmp}/tok")
-    for dtype in args.dtypes:
-      rm = reward_lib.RewardModelConfig(backbone=model_config(dtype, tokenizer), head="outcome")
-      params = reward_lib.init_reward_model(rm, jax.random.key(0))
-      rm32 = rm.replace(backbone=rm.backbone.replace(dtype="float32"))
-      export_sequence_classification(f"{tmp}/model", rm32, params)
-      row = {"dtype": dtype, "num_params": rm.backbone.num_params()}
-      ours = OurTrainer(rm, params, batches)
-      row.update(run_pair(f"{tmp}/model", f"{tmp}/tok", pairs, ours, args,
-                          dtype == "bfloat16", f"{tmp}/trl"))
-      print(f"{dtype}: rewardlab {row['rewardlab']['tokens_per_s']:,.0f} tok/s, "
-            f"TRL {row['trl']['tokens_per_s']:,.0f} tok/s", flush=True)
-      row["speedup"] = row["rewardlab"]["tokens_per_s"] / row["trl"]["tokens_per_s"]
-      results["rows"].append(row)
+    rm, params = reward_model("float32", tokenizer)  # the bf16 runs start from these too
+    export_sequence_classification(f"{tmp}/model", rm, params)
+    num_params = rm.backbone.num_params()
+    for round_index in range(args.rounds):
+      sides = ("rewardlab", "trl") if round_index % 2 == 0 else ("trl", "rewardlab")
+      for dtype in args.dtypes:
+        row = {"round": round_index, "dtype": dtype, "num_params": num_params, "order": sides}
+        for side in sides:
+          row[side] = run_worker(args, side, dtype, tmp)
+        row["speedup"] = row["rewardlab"]["tokens_per_s"] / row["trl"]["tokens_per_s"]
+        print(f"round {round_index} {dtype}: rewardlab {row['rewardlab']['tokens_per_s']:,.0f} "
+              f"tok/s, TRL {row['trl']['tokens_per_s']:,.0f} tok/s ({row['speedup']:.2f}x)",
+              flush=True)
+        results["rows"].append(row)
   return results
 
 
 def table(results: dict) -> str:
-  rows = [{"dtype": r["dtype"], "ours": f"{r['rewardlab']['tokens_per_s']:,.0f}",
-           "trl": f"{r['trl']['tokens_per_s']:,.0f}",
-           "ours_ms": f"{r['rewardlab']['step_s_median'] * 1e3:.0f}",
-           "trl_ms": f"{r['trl']['step_s_median'] * 1e3:.0f}",
-           "speedup": f"{r['speedup']:.2f}x"} for r in results["rows"]]
-  return common.markdown_table(rows, [("dtype", "dtype"), ("ours", "rewardlab tok/s"),
-                                      ("trl", "TRL tok/s"), ("ours_ms", "rewardlab ms/step"),
-                                      ("trl_ms", "TRL ms/step"), ("speedup", "speedup")])
+  rows = []
+  for r in results["rows"]:
+    ours, trl = r["rewardlab"], r["trl"]
+    load = lambda side: f"{side['load_before'][0]:.1f} / {side['load_after'][0]:.1f}"
+    rows.append({"round": r["round"], "dtype": r["dtype"],
+                 "order": " then ".join("TRL" if s == "trl" else s for s in r["order"]),
+                 "ours": f"{ours['tokens_per_s']:,.0f}", "trl": f"{trl['tokens_per_s']:,.0f}",
+                 "ours_ms": f"{ours['step_s_median'] * 1e3:.0f}",
+                 "trl_ms": f"{trl['step_s_median'] * 1e3:.0f}",
+                 "share": f"{100 * ours['cpu_share']:.0f}% / {100 * trl['cpu_share']:.0f}%",
+                 "load": f"{load(ours)}; {load(trl)}", "speedup": f"{r['speedup']:.2f}x"})
+  return common.markdown_table(rows, [
+      ("round", "round"), ("dtype", "dtype"), ("order", "order"),
+      ("ours", "rewardlab tok/s"), ("trl", "TRL tok/s"), ("ours_ms", "rewardlab ms/step"),
+      ("trl_ms", "TRL ms/step"), ("share", "CPU share (rewardlab / TRL)"),
+      ("load", "1-min load before / after (rewardlab; TRL)"), ("speedup", "rewardlab / TRL")])
+
+
+def summary(results: dict) -> str:
+  """Median ratio per dtype over the rounds."""
+  lines = []
+  for dtype in dict.fromkeys(r["dtype"] for r in results["rows"]):
+    ratios = [r["speedup"] for r in results["rows"] if r["dtype"] == dtype]
+    lines.append(f"{dtype}: rewardlab / TRL = {statistics.median(ratios):.2f}x (median of "
+                 f"{len(ratios)} rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+  return "\n".join(lines)
 
 
 def main(argv=None):
@@ -228,12 +308,23 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=25, help="optimizer steps per trainer")
   parser.add_argument("--warmup", type=int, default=5, help="untimed steps after the first")
   parser.add_argument("--batch", type=int, default=16, help="pairs per step")
+  parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both")
+  parser.add_argument("--torch-threads", type=int, default=2, help="TRL's torch threads")
   parser.add_argument("--out", type=Path, default=None)
+  # Internal: run one trainer in this process (the driver starts these).
+  parser.add_argument("--worker", choices=["rewardlab", "trl"], help=argparse.SUPPRESS)
+  parser.add_argument("--dtype", help=argparse.SUPPRESS)
+  parser.add_argument("--workdir", help=argparse.SUPPRESS)
+  parser.add_argument("--result", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.steps <= args.warmup + 1:
     parser.error("--steps must exceed --warmup + 1")
+  if args.worker:
+    worker(args)
+    return
   results = run(args)
   print(table(results))
+  print(summary(results))
   print(f"wrote {common.save_results('rm_vs_trl', results, args.out)}")
 
 
