@@ -23,7 +23,7 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +38,7 @@ from rewardlab import stages as stages_lib  # noqa: E402
 from rewardlab.sampling import score  # noqa: E402
 from rewardlab.search import completer as completer_lib  # noqa: E402
 from rewardlab.tasks import arithmetic, rm_data  # noqa: E402
-from rewardlab.train import label_steps, reward, rl, sft, tts  # noqa: E402
+from rewardlab.train import config_checks, console, label_steps, reward, rl, sft, tts  # noqa: E402,E501
 
 log = std_logging.getLogger(__name__)
 
@@ -351,6 +351,7 @@ def run(cfg, workdir: str, *, only=(), stop_after: str | None = None) -> dict:
   Stage summaries record absolute paths, so a run can be resumed from any directory
   (but not moved).
   """
+  config_checks.check_values(cfg)  # before anything is written
   workdir = os.path.abspath(workdir)
   if cfg.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
@@ -373,14 +374,9 @@ _STOP_AFTER = flags.DEFINE_enum("stop_after", None, STAGES, "Stop after this sta
 
 def main(argv):
   del argv
-  # Stage progress and summaries at INFO; the libraries' own chatter (orbax) only from WARNING.
-  logging.set_verbosity(logging.WARNING)
-  handler = std_logging.StreamHandler()
-  handler.setFormatter(std_logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-  for name in ("rewardlab", "__main__"):
-    std_logging.getLogger(name).setLevel(std_logging.INFO)
-    std_logging.getLogger(name).addHandler(handler)
-    std_logging.getLogger(name).propagate = False
+  # Stage progress and summaries at INFO; the libraries' own chatter (orbax) only with
+  # --verbosity=0.
+  console.setup_logging()
   cfg = _CONFIG.value
   if _FROM_SCRATCH.value:
     cfg = _set(cfg.unlock(), sft__from_scratch=True)

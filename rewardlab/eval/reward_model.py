@@ -14,7 +14,6 @@ step are right (1), the first wrong step is wrong (0), later steps are not judge
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable, Sequence
 
@@ -23,6 +22,7 @@ import numpy as np
 from rewardlab.data.formats import read_records
 from rewardlab.eval import calibration, plots, processbench, rewardbench
 from rewardlab.models import reward as reward_lib
+from rewardlab.train import metrics as metrics_lib
 
 Report = dict
 
@@ -199,8 +199,7 @@ def write_report(out_dir: str, report: Report, *, name: str = "report",
   `report["calibration"]`), its reliability diagram `<out_dir>/<name>_reliability.png`."""
   os.makedirs(out_dir, exist_ok=True)
   json_path = os.path.join(out_dir, f"{name}.json")
-  with open(json_path, "w") as f:
-    json.dump(report, f, indent=2, default=float)
+  metrics_lib.write_json(json_path, report)  # non-finite values as null
   out = {"json": json_path}
   calibration = calibration or report.get("calibration")
   if calibration is not None:
