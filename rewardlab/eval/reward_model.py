@@ -87,11 +87,13 @@ def _stem(path: str) -> str:
   return os.path.splitext(os.path.basename(path))[0]
 
 
-def _records(paths: Sequence[str], fmt: str, strict: bool):
-  """(record, file stem) for every record of every file, and the per-file read stats."""
+def _records(paths: Sequence[str], fmt: str, strict: bool, tokenizer=None):
+  """(record, file stem) for every record of every file, and the per-file read stats.
+  Rows with text the tokenizer cannot encode are bad rows (named, or skipped and counted)."""
   out, stats = [], {}
   for path in paths:
-    records, stats[path] = read_records(path, fmt, strict=strict)
+    records, stats[path] = read_records(path, fmt, strict=strict,
+                                        check_text=getattr(tokenizer, "unencodable", None))
     out += [(r, _stem(path)) for r in records]
   if not out:
     raise ValueError(f"no {fmt} records in {list(paths)}")
@@ -187,7 +189,7 @@ def evaluate_files(paths: Sequence[str], fmt: str, config, params, tokenizer, *,
   """
   if fmt not in FILE_EVALUATORS:
     raise ValueError(f"cannot evaluate format {fmt!r}; known: {sorted(FILE_EVALUATORS)}")
-  records, stats = _records(paths, fmt, strict)
+  records, stats = _records(paths, fmt, strict, tokenizer)
   options = {"batch_size": batch_size, "threshold": threshold, "n_bins": n_bins}
   report = FILE_EVALUATORS[fmt]((config, params, tokenizer), records, options)
   return {"format": fmt, "files": list(paths), "read": stats, "head": config.head, **report}

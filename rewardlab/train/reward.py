@@ -285,7 +285,8 @@ def load_split(paths, fmt: str, tokenizer, cfg: Config, objective: Objective):
   """Encoded examples of one split, and its read/encode stats (drops counted, reported)."""
   stats, examples = ReadStats(), []
   for path in paths:
-    records, file_stats = read_records(path, fmt, strict=cfg.data.strict)
+    records, file_stats = read_records(path, fmt, strict=cfg.data.strict,
+                                       check_text=getattr(tokenizer, "unencodable", None))
     stats.rows += file_stats.rows
     stats.kept += file_stats.kept
     stats.skipped.update(file_stats.skipped)
