@@ -23,7 +23,7 @@ from typing import Any
 # Fields a resumed run may change: they do not alter what the next step computes.
 SAFE_TO_CHANGE = ("progress", "verbosity", "mesh_shape", "compilation_cache",
                   "compilation_cache_dir", "train.steps", "train.log_every",
-                  "train.checkpoint_every", "train.eval_every")
+                  "train.checkpoint_every", "train.eval_every", "train.schedule_steps")
 
 
 class ConfigValueError(ValueError):
