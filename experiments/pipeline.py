@@ -39,6 +39,7 @@ from rewardlab.sampling import score  # noqa: E402
 from rewardlab.search import completer as completer_lib  # noqa: E402
 from rewardlab.tasks import arithmetic, rm_data  # noqa: E402
 from rewardlab.train import config_checks, console, label_steps, reward, rl, sft, tts  # noqa: E402,E501
+from rewardlab.train import metrics as metrics_lib  # noqa: E402
 
 log = std_logging.getLogger(__name__)
 
@@ -219,12 +220,10 @@ def stage_labels(cfg):
     # (a step is good iff some completion from it reached the answer) or the soft one.
     train_rows = []
     for method in lab.train_on:
-      with open(files[method]) as f:
-        for line in f:
-          row = json.loads(line)
-          if lab.target == "hard":
-            row["labels"] = [float(y > 0.0) for y in row["labels"]]
-          train_rows.append(row)
+      for row in metrics_lib.read_jsonl(files[method]):  # a bad line names file and line
+        if lab.target == "hard":
+          row["labels"] = [float(y > 0.0) for y in row["labels"]]
+        train_rows.append(row)
     files["prm_train"] = os.path.join(stage_dir, "prm_train.jsonl")
     _write_jsonl(files["prm_train"], train_rows)
     return {"files": files, "summary_file": os.path.join(stage_dir, "summary.json"),

@@ -156,3 +156,20 @@ def test_a_second_sigterm_exits_at_once(tmp_path, env):
   proc.send_signal(signal.SIGTERM)
   _, stderr = proc.communicate(timeout=30)
   assert proc.returncode == 143 and "SIGTERM again: exiting now" in stderr, stderr[-3000:]
+
+
+def test_a_torn_rl_metrics_line_no_longer_blocks_the_run(tmp_path):
+  # The issue's reproduction: a run killed after its first checkpoint with half a line
+  # left in train_metrics.jsonl (a full disk) used to fail at the plot on every rerun.
+  from experiments.configs import rl_grpo
+  from rewardlab.train import rl
+  cfg = rl_grpo.tiny()
+  assert rl.run(cfg, str(tmp_path), stop_after=2) == {"stopped_at": 2}
+  path = tmp_path / "train_metrics.jsonl"
+  os.truncate(path, path.stat().st_size - 40)
+  results = rl.run(cfg, str(tmp_path))
+  assert results["steps"] == 4
+  assert [json.loads(line)["step"] for line in open(path)] == [1, 3, 4]  # step 2's line was lost
+  evals = [json.loads(line)["step"] for line in open(tmp_path / "eval_metrics.jsonl")]
+  assert evals == [0, 2, 4]
+  assert json.loads((tmp_path / "rl_results.json").read_text())["steps"] == 4
