@@ -173,3 +173,29 @@ def test_a_torn_rl_metrics_line_no_longer_blocks_the_run(tmp_path):
   evals = [json.loads(line)["step"] for line in open(tmp_path / "eval_metrics.jsonl")]
   assert evals == [0, 2, 4]
   assert json.loads((tmp_path / "rl_results.json").read_text())["steps"] == 4
+
+
+def _free_port():
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_stop_after_the_same_step_when_one_is_signalled(tmp_path):
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  worker = os.path.join(REPO, "tests", "multihost_preempt_worker.py")
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, worker, str(port), str(i), str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 143, out[-3000:]
+    assert "stopped at step 3 of 50" in out, out[-3000:]
+  assert [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()] == ["3"]
