@@ -160,3 +160,14 @@ def test_result_json_has_no_bare_nan(tmp_path):
   text = open(path).read()
   assert json.loads(text) == {"auroc": None, "v": None, "a": [1.0, None], "ok": 0.5}
   assert "NaN" not in text and "Infinity" not in text
+
+
+def test_a_checkpoint_write_cut_short_leaves_the_previous_step_latest(tmp_path):
+  _fit(tmp_path, total=3)
+  # What a kill during the write of step 6 leaves: orbax's temporary folder, never renamed.
+  torn = tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp-1733380000000000"
+  (torn / "state").mkdir(parents=True)
+  (torn / "state" / "half_written").write_bytes(b"\0" * 10)
+  resumed = _fit(tmp_path, total=8)
+  assert resumed.start_step == 3 and resumed.finished
+  assert not torn.exists()

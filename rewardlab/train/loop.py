@@ -137,8 +137,8 @@ def fit(state, train_step: Callable, data: Iterator, *, workdir: str, total_step
 
   `data` must be a grain iterator (its position is checkpointed with the state).
   `extra_metrics(step)` adds host-side values to each log line (e.g. the learning rate).
-  `config` (`config_checks.run_config(cfg, ...)`) is stored with each checkpoint and
-  checked on resume. `max_bad_steps` non-finite steps are tolerated (logged and
+  `config` (a ConfigDict, a dict, or `config_checks.run_config(cfg, **derived)` to add
+  values computed from it) is stored with each checkpoint and checked on resume. `max_bad_steps` non-finite steps are tolerated (logged and
   counted) before `NonFiniteError`; tolerating any is useful only with an optimizer
   that skips non-finite updates.
   """
@@ -147,7 +147,8 @@ def fit(state, train_step: Callable, data: Iterator, *, workdir: str, total_step
                 tokens_per_step=tokens_per_step, log_every=log_every,
                 checkpoint_every=checkpoint_every, mesh=mesh, stop_after=stop_after, desc=desc,
                 progress=progress, extra_metrics=extra_metrics, on_log=on_log,
-                config=None if config is None else dict(config), max_bad_steps=max_bad_steps)
+                config=None if config is None else config_checks.flatten(config),
+                max_bad_steps=max_bad_steps)
 
 
 def _fit(state, train_step, data, *, workdir, total_steps, tokens_per_step, log_every,
