@@ -31,12 +31,18 @@ def _loss(params, batch):
   return jnp.mean((pred - batch["y"]) ** 2), {}
 
 
-def _setup(lr=0.05, skip_nonfinite=0):
-  tx = state_lib.adamw(optax.constant_schedule(lr), clip_norm=0.0,
-                       skip_nonfinite=skip_nonfinite)
+_STEPS: dict = {}  # one optimizer and jitted step per setting: compiled once per session
+
+
+def _setup(skip_nonfinite=0):
+  if skip_nonfinite not in _STEPS:
+    tx = state_lib.adamw(optax.constant_schedule(0.05), clip_norm=0.0,
+                         skip_nonfinite=skip_nonfinite)
+    _STEPS[skip_nonfinite] = tx, step_lib.make_train_step(_loss, tx)
+  tx, step = _STEPS[skip_nonfinite]
   state = state_lib.TrainState.create({"w": jnp.zeros(2)}, tx)
   data = pipeline.make_iterator(EXAMPLES, batch_size=4, seed=0)
-  return state, step_lib.make_train_step(_loss, tx), data
+  return state, step, data
 
 
 def _fit(workdir, *, config=CONFIG, total=8, train_step=None, schedule_steps=8, **kwargs):
