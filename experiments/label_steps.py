@@ -5,11 +5,11 @@ import os
 import sys
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rewardlab.train import label_steps  # noqa: E402
+from rewardlab.train import console, label_steps  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/label_steps.py",
                                           "Experiment config file.", lock_config=True)
@@ -19,7 +19,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/label_steps",
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  console.setup_logging()  # --verbosity=0 shows the libraries' INFO lines
   if _CONFIG.value.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", _CONFIG.value.compilation_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

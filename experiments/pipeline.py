@@ -24,7 +24,7 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,8 @@ from rewardlab import stages as stages_lib  # noqa: E402
 from rewardlab.sampling import score  # noqa: E402
 from rewardlab.search import completer as completer_lib  # noqa: E402
 from rewardlab.tasks import arithmetic, rm_data, source  # noqa: E402
-from rewardlab.train import label_steps, reward, rl, sft, tts  # noqa: E402
+from rewardlab.train import config_checks, console, label_steps, reward, rl, sft, tts  # noqa: E402,E501
+from rewardlab.train import metrics as metrics_lib  # noqa: E402
 
 log = std_logging.getLogger(__name__)
 
@@ -223,12 +224,10 @@ def stage_labels(cfg):
     # (a step is good iff some completion from it reached the answer) or the soft one.
     train_rows = []
     for method in lab.train_on:
-      with open(files[method]) as f:
-        for line in f:
-          row = json.loads(line)
-          if lab.target == "hard":
-            row["labels"] = [float(y > 0.0) for y in row["labels"]]
-          train_rows.append(row)
+      for row in metrics_lib.read_jsonl(files[method]):  # a bad line names file and line
+        if lab.target == "hard":
+          row["labels"] = [float(y > 0.0) for y in row["labels"]]
+        train_rows.append(row)
     files["prm_train"] = os.path.join(stage_dir, "prm_train.jsonl")
     _write_jsonl(files["prm_train"], train_rows)
     return {"files": files, "summary_file": os.path.join(stage_dir, "summary.json"),
@@ -359,6 +358,7 @@ def run(cfg, workdir: str, *, only=(), stop_after: str | None = None) -> dict:
   Stage summaries record absolute paths, so a run can be resumed from any directory
   (but not moved).
   """
+  config_checks.check_values(cfg)  # before anything is written
   workdir = os.path.abspath(workdir)
   if cfg.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
@@ -381,14 +381,9 @@ _STOP_AFTER = flags.DEFINE_enum("stop_after", None, STAGES, "Stop after this sta
 
 def main(argv):
   del argv
-  # Stage progress and summaries at INFO; the libraries' own chatter (orbax) only from WARNING.
-  logging.set_verbosity(logging.WARNING)
-  handler = std_logging.StreamHandler()
-  handler.setFormatter(std_logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-  for name in ("rewardlab", "__main__"):
-    std_logging.getLogger(name).setLevel(std_logging.INFO)
-    std_logging.getLogger(name).addHandler(handler)
-    std_logging.getLogger(name).propagate = False
+  # Stage progress and summaries at INFO; the libraries' own chatter (orbax) only with
+  # --verbosity=0.
+  console.setup_logging()
   cfg = _CONFIG.value
   if _FROM_SCRATCH.value:
     cfg = _set(cfg.unlock(), sft__from_scratch=True)

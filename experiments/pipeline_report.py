@@ -16,6 +16,7 @@ import numpy as np
 from rewardlab.eval import compare
 from rewardlab.eval.plots import plot_curves
 from rewardlab.search import curves
+from rewardlab.train import metrics as metrics_lib
 
 LABELS = {
     "majority": "majority vote (self-consistency)",
@@ -407,15 +408,6 @@ def write(out_dir: str, inputs: dict, seconds: dict, config: dict) -> dict:
   md_path, json_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.json")
   with open(md_path, "w") as f:
     f.write("\n".join(parts))
-  with open(json_path, "w") as f:
-    json.dump(report, f, indent=2, default=_jsonable)
+  metrics_lib.write_json(json_path, report)  # strict JSON: non-finite values as null
   return {"report_md": md_path, "report_json": json_path, "claims": [
       {k: c[k] for k in ("paper", "comparison", "verdict")} for c in claims]}
-
-
-def _jsonable(x):
-  if isinstance(x, np.ndarray):
-    return x.tolist()
-  if isinstance(x, np.generic):
-    return x.item()
-  return str(x)

@@ -4,11 +4,11 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rewardlab.train import reward  # noqa: E402
+from rewardlab.train import console, reward  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/rm_bt.py",
                                           "Experiment config file.", lock_config=True)
@@ -17,7 +17,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/rm_bt", "Output directory (resum
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  console.setup_logging()  # --verbosity=0 shows the libraries' INFO lines
   results = reward.run(_CONFIG.value, _WORKDIR.value)
   summary = {k: v for k, v in results.items() if k != "eval"}
   summary["eval"] = {k: v for k, v in results.get("eval", {}).items()

@@ -4,11 +4,11 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rewardlab.train import tts  # noqa: E402
+from rewardlab.train import console, tts  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/tts.py",
                                           "Experiment config file.", lock_config=True)
@@ -17,7 +17,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/tts", "Output directory.")
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  console.setup_logging()  # --verbosity=0 shows the libraries' INFO lines
   results = tts.run(_CONFIG.value, _WORKDIR.value)
   summary = {name: dict(zip(m["n"], (round(a, 3) for a in m["accuracy"])))
              for name, m in results["methods"].items()}

@@ -4,7 +4,10 @@ A stage is done when `<workdir>/<name>/stage.json` exists; that file is written 
 after the stage's artifacts, and records the stage's config, result summary and time.
 Running the pipeline again skips done stages and reruns an interrupted one, whose own
 code resumes from what it left (checkpoints, finished-problem logs). A done stage whose
-recorded config differs from the current one is an error, never silently reused. A stage
+recorded config differs from the current one is an error, never silently reused; so is
+an interrupted one: a stage records its config in `stage_config.json` before it starts,
+and resuming it with another config fails the same way (naming each field and both
+values) instead of mixing the two configs' work. A stage
 marked `always` runs every time (a report of the others). Paths inside the run directory
 are recorded relative to it (`${workdir}/...`), so a finished run can be moved or copied
 and resumed from its new place.
@@ -20,9 +23,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from rewardlab.train import interrupt
+from rewardlab.train import metrics as metrics_lib
+
 log = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
+STARTED_FILE = "stage_config.json"  # written when a stage starts: the config it runs with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +48,18 @@ class StageConfigError(ValueError):
 
 
 def _normalize(value: Any) -> Any:
-  return json.loads(json.dumps(value, sort_keys=True, default=str))
+  """The JSON form of `value`; non-finite numbers become null (strict JSON)."""
+  return json.loads(json.dumps(metrics_lib.to_json_safe(value), sort_keys=True, default=str,
+                               allow_nan=False))
+
+
+def _check_config(stage: str, stage_dir: str, recorded: dict, config: dict, what: str) -> None:
+  changed = sorted(k for k in set(config) | set(recorded) if config.get(k) != recorded.get(k))
+  if changed:
+    values = "; ".join(f"{k}: {recorded.get(k)!r} -> {config.get(k)!r}" for k in changed)
+    raise StageConfigError(
+        f"stage {stage!r} in {stage_dir} was {what} with a different config ({values}); "
+        f"use a new --workdir or delete {stage_dir}")
 
 
 WORKDIR_TOKEN = "${workdir}"
@@ -82,7 +100,7 @@ def read_stage(stage_dir: str) -> dict | None:
 def _write_atomic(path: str, record: dict) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(record, f, indent=2, default=str)
+    json.dump(record, f, indent=2, default=str, allow_nan=False)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
@@ -101,25 +119,35 @@ def run_stages(stages: Sequence[Stage], workdir: str, *, only: Sequence[str] = (
   if unknown:
     raise ValueError(f"unknown stages {unknown}; stages are {names}")
   os.makedirs(workdir, exist_ok=True)
+  with interrupt.watch():  # SIGTERM / SIGINT: finish the stage's current safe step, then stop
+    return _run(stages, workdir, only, stop_after)
+
+
+def _run(stages, workdir, only, stop_after) -> dict[str, dict]:
   root = os.path.abspath(workdir)
   done: dict[str, dict] = {}
   for stage in stages:
+    interrupt.check(f"pipeline: stopped before stage {stage.name!r}; rerun the same command "
+                    "to continue")
     stage_dir = os.path.join(workdir, stage.name)
     config = _normalize(dict(stage.config))
     record = None if stage.always else read_stage(stage_dir)
     if record is not None:
-      if record["config"] != config:
-        changed = sorted(k for k in set(config) | set(record["config"])
-                         if config.get(k) != record["config"].get(k))
-        raise StageConfigError(
-            f"stage {stage.name!r} in {stage_dir} was done with a different config "
-            f"(changed: {changed}); use a new --workdir or delete {stage_dir}")
+      _check_config(stage.name, stage_dir, record["config"], config, "done")
       log.info("stage %s: done already (%.0f s), skipped", stage.name, record["seconds"])
       done[stage.name] = _resolve(record["summary"], root)
     elif only and stage.name not in only:
       log.info("stage %s: not done, not selected", stage.name)
     else:
       os.makedirs(stage_dir, exist_ok=True)
+      started = os.path.join(stage_dir, STARTED_FILE)
+      if not stage.always and os.path.exists(started):
+        with open(started) as f:
+          _check_config(stage.name, stage_dir, json.load(f)["config"], config,
+                        "started (interrupted)")
+        log.info("stage %s: resuming", stage.name)
+      elif not stage.always:
+        _write_atomic(started, {"stage": stage.name, "config": config})
       log.info("stage %s: running", stage.name)
       start = time.perf_counter()
       summary = _normalize(stage.fn(stage_dir, dict(done)))

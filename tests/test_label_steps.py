@@ -1,6 +1,8 @@
 """The label_steps experiment at a tiny size: outputs, resumption and the summary."""
 
 import json
+import os
+import signal
 
 import jax
 import numpy as np
@@ -14,7 +16,7 @@ from rewardlab.data.tokenizers import CharTokenizer
 from rewardlab.search import completer as completer_lib
 from rewardlab.search import mc_labels
 from rewardlab.tasks import arithmetic
-from rewardlab.train import label_steps, sft
+from rewardlab.train import interrupt, label_steps, sft
 
 OUTPUTS = ("problems.jsonl", "labels_mc.jsonl", "labels_omegaprm.jsonl", "states_omegaprm.jsonl",
            "trees_omegaprm.jsonl")
@@ -140,3 +142,33 @@ def test_problems_come_from_the_task_section():
   cfg = label_config.tiny()
   assert label_steps.label_problems(cfg) == arithmetic.generate_problems(
       4, seed=2000, num_ops=(3,), operand_max=99, split="train")
+
+
+
+
+class _SignalDuring:
+  """A completer that sends this process SIGTERM while it labels `problem`."""
+
+  def __init__(self, inner, problem):
+    self.inner, self.problem, self.sent = inner, problem, False
+
+  def complete(self, prefixes, n, rng):
+    if not self.sent and any(p.startswith(self.problem.prompt) for p in prefixes):
+      self.sent = True
+      os.kill(os.getpid(), signal.SIGTERM)
+    return self.inner.complete(prefixes, n, rng)
+
+  def __getattr__(self, name):
+    return getattr(self.inner, name)
+
+
+def test_sigterm_finishes_the_problem_keeps_it_and_exits_non_zero(full_run, tmp_path):
+  cfg, full_dir, _, _ = full_run
+  problems = label_steps.label_problems(cfg)
+  with pytest.raises(interrupt.Interrupted, match="stopped with 2 of 4 problems labelled") as err:
+    label_steps.run(cfg, str(tmp_path), completer=_SignalDuring(_scripted(cfg), problems[1]))
+  assert err.value.code == 143
+  assert label_steps.finished_problems(str(tmp_path)) == {p.key for p in problems[:2]}
+  label_steps.run(cfg, str(tmp_path), completer=_scripted(cfg))
+  for name in OUTPUTS:
+    assert (tmp_path / name).read_text() == (full_dir / name).read_text(), name

@@ -54,8 +54,33 @@ def test_stop_after_and_only(tmp_path):
 def test_a_changed_config_of_a_done_stage_is_an_error(tmp_path):
     calls = []
     stages.run_stages([stages.Stage("a", _recorder(calls, "a"), {"lr": 1e-3})], str(tmp_path))
-    with pytest.raises(stages.StageConfigError, match=r"stage 'a'.*changed: \['lr'\]"):
+    with pytest.raises(stages.StageConfigError, match=r"stage 'a'.*done.*lr: 0.001 -> 0.002"):
         stages.run_stages([stages.Stage("a", _recorder(calls, "a"), {"lr": 2e-3})], str(tmp_path))
+
+
+def test_an_interrupted_stage_resumed_with_another_config_is_an_error(tmp_path):
+    # A killed stage (checkpoints, no stage.json) must not continue under a changed config.
+    calls = []
+    with pytest.raises(RuntimeError, match="interrupted"):
+        stages.run_stages([stages.Stage("rl", _recorder(calls, "rl", fail=True),
+                                        {"learning_rate": 1e-4, "progress": True})], str(tmp_path))
+    assert not (tmp_path / "rl" / stages.STAGE_FILE).exists()
+    changed = [stages.Stage("rl", _recorder(calls, "rl"), {"learning_rate": 3e-4,
+                                                           "progress": True})]
+    with pytest.raises(stages.StageConfigError,
+                       match=r"stage 'rl'.*started.*learning_rate: 0.0001 -> 0.0003"):
+        stages.run_stages(changed, str(tmp_path))
+    same = [stages.Stage("rl", _recorder(calls, "rl"), {"learning_rate": 1e-4, "progress": True})]
+    stages.run_stages(same, str(tmp_path))
+    assert [c[0] for c in calls] == ["rl", "rl"]
+
+
+def test_stage_files_are_strict_json_with_non_finite_values_as_null(tmp_path):
+    pipeline = [stages.Stage("a", lambda d, i: {"auroc": float("nan"), "x": [1.0, float("inf")]})]
+    assert stages.run_stages(pipeline, str(tmp_path)) == {"a": {"auroc": None, "x": [1.0, None]}}
+    text = (tmp_path / "a" / stages.STAGE_FILE).read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in stage.json"))
 
 
 def test_an_always_stage_runs_every_time(tmp_path):

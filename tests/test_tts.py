@@ -1,5 +1,7 @@
 """The test-time scaling experiment end to end at a tiny size (random policy, oracle scorers)."""
 import json
+import os
+import signal
 
 import jax
 import numpy as np
@@ -12,7 +14,7 @@ from rewardlab.data.tokenizers import CharTokenizer
 from rewardlab.search.methods import Scorers
 from rewardlab.search.policy import LMPolicy
 from rewardlab.tasks import MathProblem, MathTask
-from rewardlab.train import sft, tts
+from rewardlab.train import interrupt, sft, tts
 
 TOK = CharTokenizer.for_arithmetic()
 CONFIG = sft.model_config(sft_config.tiny(), TOK)
@@ -186,3 +188,34 @@ def test_math_files_with_a_local_hf_model_and_its_chat_template(tmp_path):
     for m in out["methods"].values():
         assert np.asarray(m["per_problem_correct"]).shape == (2, 2)
         assert m["tokens_generated"][0] > 0
+
+
+class _SignallingOracle(tts.ArithmeticOracle):
+    """The oracle, sending this process SIGTERM the first time it scores."""
+
+    sent = False
+
+    def _signal(self):
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def score(self, prompts, completions):
+        self._signal()
+        return super().score(prompts, completions)
+
+    def score_steps(self, prompts, steps_lists):
+        self._signal()
+        return super().score_steps(prompts, steps_lists)
+
+
+def test_sigterm_keeps_the_methods_done_and_exits_non_zero(tmp_path):
+    cfg = _config(methods=("majority", "best_of_n", "beam_search"))
+    oracle = _SignallingOracle()
+    scorers = Scorers(outcome=oracle, process=oracle)
+    with pytest.raises(interrupt.Interrupted, match="stopped before method 'beam_search'") as err:
+        tts.run(cfg, str(tmp_path), policy=POLICY, scorers=scorers)
+    assert err.value.code == 143
+    saved = json.loads((tmp_path / "tts_results.json").read_text())
+    assert list(saved["methods"]) == ["majority", "best_of_n"]
+    assert saved["stopped_before"] == "beam_search"

@@ -79,6 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1500
+  c.train.schedule_steps = 0  # the cosine schedule's length; 0 = train.steps (set it to extend a run)
+  c.train.max_bad_steps = 0   # non-finite steps skipped (update dropped) before the run stops
   c.train.batch_size = 32
   c.train.learning_rate = 1e-3
   c.train.head_lr_multiplier = 1.0  # the head's learning rate over the backbone's

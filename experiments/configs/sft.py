@@ -36,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000
+  c.train.schedule_steps = 0  # the cosine schedule's length; 0 = train.steps (set it to extend a run)
+  c.train.max_bad_steps = 0   # non-finite steps skipped (update dropped) before the run stops
   c.train.batch_size = 32
   c.train.learning_rate = 2e-3
   c.train.warmup_steps = 100

@@ -20,7 +20,9 @@ With ``strict=True`` (the default) the first malformed row raises ``FormatError`
 naming the file, the row (1-based jsonl line, 0-based parquet row index), the
 field and what was wrong. With ``strict=False`` the row is skipped and counted in
 ``ReadStats.skipped`` under its reason (``missing_field``, ``wrong_type``,
-``bad_value``, ``length_mismatch``, ``tag_mismatch``, ``invalid_json``).
+``bad_value``, ``length_mismatch``, ``tag_mismatch``, ``invalid_json``, ``invalid_utf8``,
+``corrupt_file``, ``unencodable``). Files are read as UTF-8 (a byte-order mark is allowed); a parquet file
+that cannot be opened at all raises ``FormatError`` at location ``file`` in both modes.
 HelpSteer2-Preference ties (``preference_strength == 0``) carry no direction for
 (Scaled) Bradley-Terry: they are always skipped and counted as ``"tie"``, in
 strict mode too, since they are valid rows.
@@ -445,11 +447,20 @@ RawRow = tuple[str, Union[dict, RowError]]  # (location, row or the reason it is
 
 
 def _jsonl_rows(path: str) -> Iterator[RawRow]:
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
+  """Rows of a UTF-8 JSONL file (a leading byte-order mark is allowed); a line that is
+  not valid UTF-8 or not JSON is a bad row of its own, the others are unaffected."""
+  with open(path, "rb") as f:
+    for lineno, raw in enumerate(f, start=1):
+      where = f"line {lineno}"
+      try:
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+      except UnicodeDecodeError as e:
+        yield where, RowError(None, "invalid_utf8",
+                              f"not valid UTF-8 (byte {raw[e.start]:#04x} at byte offset "
+                              f"{e.start})")
+        continue
       if not line.strip():
         continue
-      where = f"line {lineno}"
       try:
         row = json.loads(line)
       except json.JSONDecodeError as e:
@@ -462,10 +473,28 @@ def _jsonl_rows(path: str) -> Iterator[RawRow]:
 
 
 def _parquet_rows(path: str, batch_size: int = 1024) -> Iterator[RawRow]:
+  """Rows of a parquet file. A file that cannot be opened raises `FormatError` (no row
+  can be read, so there is nothing to skip); a batch that cannot be decoded is a bad
+  row at its first index, and the rest of the file is not read."""
+  import pyarrow  # pylint: disable=g-import-not-at-top
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  try:
+    batches = pq.ParquetFile(path).iter_batches(batch_size=batch_size)
+  except (pyarrow.ArrowException, OSError) as e:
+    raise FormatError(path, "file", None, "corrupt_file",
+                      f"not a readable parquet file ({type(e).__name__}: {e})") from None
   index = 0
-  for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
-    for row in batch.to_pylist():
+  while True:
+    try:
+      batch = next(batches)
+      rows = batch.to_pylist()
+    except StopIteration:
+      return
+    except (pyarrow.ArrowException, OSError, ValueError) as e:
+      yield f"row {index}", RowError(None, "corrupt_file",
+                                     f"cannot decode rows from here on ({type(e).__name__}: {e})")
+      return
+    for row in rows:
       yield f"row {index}", row
       index += 1
 
@@ -476,22 +505,50 @@ FILE_READERS: dict[str, Callable[[str], Iterator[RawRow]]] = {
 }
 
 
+TextCheck = Callable[[str], Union[str, None]]  # text -> why it cannot be used, or None
+_NOT_ENCODED = frozenset({"id", "subset", "chosen_model", "rejected_model", "generator", "task"})
+
+
+def _check_text(record: Record, check: TextCheck) -> None:
+  """`RowError` (reason ``unencodable``) naming the first record field whose text
+  `check` refuses (e.g. a character the tokenizer lacks)."""
+  for field in dataclasses.fields(record):
+    if field.name in _NOT_ENCODED:
+      continue
+    value = getattr(record, field.name)
+    items = value if isinstance(value, tuple) else (value,)
+    for i, item in enumerate(items):
+      text = item.content if isinstance(item, Message) else item
+      if not isinstance(text, str):
+        continue
+      problem = check(text)
+      if problem is not None:
+        where = f"item {i}: " if isinstance(value, tuple) else ""
+        raise RowError(field.name, "unencodable", where + problem)
+
+
 def iter_records(path: str | os.PathLike, kind: str, *, strict: bool = True,
-                 stats: ReadStats | None = None) -> Iterator[Record]:
-  """Yield the records of one file, counting rows and skips into ``stats``."""
+                 stats: ReadStats | None = None, check_text: TextCheck | None = None
+                 ) -> Iterator[Record]:
+  """Yield the records of one file, counting rows and skips into ``stats``.
+
+  ``check_text`` (e.g. ``CharTokenizer.unencodable``) refuses rows with text the model
+  cannot encode, as bad rows (reason ``unencodable``, the field named as in the record).
+  """
   if kind not in PARSERS:
     raise ValueError(f"unknown record kind {kind!r}; known: {sorted(PARSERS)}")
-  return iter_parsed(path, PARSERS[kind], strict=strict, stats=stats)
+  return iter_parsed(path, PARSERS[kind], strict=strict, stats=stats, check_text=check_text)
 
 
 def iter_parsed(path: str | os.PathLike, parse: Callable[[dict], Any], *, strict: bool = True,
-                stats: ReadStats | None = None) -> Iterator[Any]:
+                stats: ReadStats | None = None, check_text: TextCheck | None = None
+                ) -> Iterator[Any]:
   """Yield ``parse(row)`` for the rows of one ``.jsonl`` / ``.parquet`` file.
 
   ``parse`` raises ``RowError`` for a malformed row (a ``FormatError`` naming the file,
   row and field in strict mode; skipped and counted otherwise) or ``SkipRow``. Other
   readers (e.g. the problem files of :mod:`rewardlab.tasks.problem_files`) use this
-  with their own row parsers.
+  with their own row parsers. ``check_text``: see :func:`iter_records`.
   """
   path = os.fspath(path)
   ext = os.path.splitext(path)[1].lower()
@@ -506,6 +563,8 @@ def iter_parsed(path: str | os.PathLike, parse: Callable[[dict], Any], *, strict
       if isinstance(row, RowError):
         raise row
       record = parse(row)
+      if check_text is not None:
+        _check_text(record, check_text)
     except SkipRow as skip:
       stats.skip(skip.reason, f"{path}, {where}")
       continue
@@ -519,9 +578,9 @@ def iter_parsed(path: str | os.PathLike, parse: Callable[[dict], Any], *, strict
     yield record
 
 
-def read_records(path: str | os.PathLike, kind: str, strict: bool = True
-                 ) -> tuple[list[Record], ReadStats]:
+def read_records(path: str | os.PathLike, kind: str, strict: bool = True, *,
+                 check_text: TextCheck | None = None) -> tuple[list[Record], ReadStats]:
   """All records of a ``.jsonl`` / ``.parquet`` file of format ``kind``, and the stats."""
   stats = ReadStats()
-  records = list(iter_records(path, kind, strict=strict, stats=stats))
+  records = list(iter_records(path, kind, strict=strict, stats=stats, check_text=check_text))
   return records, stats

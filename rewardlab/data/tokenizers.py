@@ -103,10 +103,18 @@ class CharTokenizer:
     for position, char in enumerate(text):
       token_id = self._ids.get(char)
       if token_id is None:
-        raise ValueError(f"character {char!r} at position {position} is not in the alphabet "
-                         f"{self.alphabet!r}")
+        raise ValueError(self.unencodable(text))
       ids.append(token_id)
     return ids
+
+  def unencodable(self, text: str) -> str | None:
+    """Why `text` cannot be encoded (its first character outside the alphabet), or None.
+    Data readers call it per field so that a bad row is named before encoding."""
+    for position, char in enumerate(text):
+      if char not in self._ids:
+        return (f"character {char!r} at position {position} is not in the alphabet "
+                f"{self.alphabet!r}")
+    return None
 
   def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
     """Text of ``ids`` (nothing stops at eos); specials dropped or shown as ``<pad>`` etc."""

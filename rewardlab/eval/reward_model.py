@@ -14,7 +14,6 @@ step are right (1), the first wrong step is wrong (0), later steps are not judge
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable, Sequence
 
@@ -23,6 +22,7 @@ import numpy as np
 from rewardlab.data.formats import read_records
 from rewardlab.eval import calibration, plots, processbench, rewardbench
 from rewardlab.models import reward as reward_lib
+from rewardlab.train import metrics as metrics_lib
 
 Report = dict
 
@@ -87,11 +87,13 @@ def _stem(path: str) -> str:
   return os.path.splitext(os.path.basename(path))[0]
 
 
-def _records(paths: Sequence[str], fmt: str, strict: bool):
-  """(record, file stem) for every record of every file, and the per-file read stats."""
+def _records(paths: Sequence[str], fmt: str, strict: bool, tokenizer=None):
+  """(record, file stem) for every record of every file, and the per-file read stats.
+  Rows with text the tokenizer cannot encode are bad rows (named, or skipped and counted)."""
   out, stats = [], {}
   for path in paths:
-    records, stats[path] = read_records(path, fmt, strict=strict)
+    records, stats[path] = read_records(path, fmt, strict=strict,
+                                        check_text=getattr(tokenizer, "unencodable", None))
     out += [(r, _stem(path)) for r in records]
   if not out:
     raise ValueError(f"no {fmt} records in {list(paths)}")
@@ -187,7 +189,7 @@ def evaluate_files(paths: Sequence[str], fmt: str, config, params, tokenizer, *,
   """
   if fmt not in FILE_EVALUATORS:
     raise ValueError(f"cannot evaluate format {fmt!r}; known: {sorted(FILE_EVALUATORS)}")
-  records, stats = _records(paths, fmt, strict)
+  records, stats = _records(paths, fmt, strict, tokenizer)
   options = {"batch_size": batch_size, "threshold": threshold, "n_bins": n_bins}
   report = FILE_EVALUATORS[fmt]((config, params, tokenizer), records, options)
   return {"format": fmt, "files": list(paths), "read": stats, "head": config.head, **report}
@@ -199,8 +201,7 @@ def write_report(out_dir: str, report: Report, *, name: str = "report",
   `report["calibration"]`), its reliability diagram `<out_dir>/<name>_reliability.png`."""
   os.makedirs(out_dir, exist_ok=True)
   json_path = os.path.join(out_dir, f"{name}.json")
-  with open(json_path, "w") as f:
-    json.dump(report, f, indent=2, default=float)
+  metrics_lib.write_json(json_path, report)  # non-finite values as null
   out = {"json": json_path}
   calibration = calibration or report.get("calibration")
   if calibration is not None:

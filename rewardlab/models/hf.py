@@ -10,7 +10,6 @@ never executed.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Any, Callable
 
@@ -18,13 +17,12 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from rewardlab import sharding
 from rewardlab.models.config import TransformerConfig
 
-log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
@@ -212,8 +210,13 @@ class SafetensorsReader:
         except (json.JSONDecodeError, KeyError) as err:
           raise CheckpointError(f"{index}: not a valid safetensors index ({err})") from None
       self.files = {name: os.path.join(path, shard) for name, shard in weight_map.items()}
+      for shard in sorted(set(self.files.values())):
+        if not os.path.exists(shard):
+          raise CheckpointError(f"{index}: shard {os.path.basename(shard)} is missing")
+        with self._open(shard):  # a truncated shard fails here
+          pass
     elif os.path.exists(single):
-      with safe_open(single, framework="numpy") as f:
+      with self._open(single) as f:
         self.files = {name: single for name in f.keys()}
     else:
       bins = [n for n in os.listdir(path) if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
@@ -221,14 +224,27 @@ class SafetensorsReader:
               "convert them to safetensors)") if bins else ""
       raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json{hint}")
 
+  @staticmethod
+  def _open(file: str):
+    """`safe_open(file)`; a truncated or corrupt file raises `CheckpointError` naming it."""
+    try:
+      return safe_open(file, framework="numpy")
+    except (SafetensorError, OSError) as err:
+      raise CheckpointError(f"{file}: not a readable safetensors file (truncated or corrupt? "
+                            f"{err})") from None
+
   def names(self) -> list[str]:
     return list(self.files)
 
   def get(self, name: str) -> np.ndarray:
     if name not in self.files:
       raise CheckpointError(f"{self.path}: tensor {name!r} is missing from the checkpoint")
-    with safe_open(self.files[name], framework="numpy") as f:
-      return f.get_tensor(name)
+    with self._open(self.files[name]) as f:
+      try:
+        return f.get_tensor(name)
+      except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{self.files[name]}: cannot read tensor {name!r} ({err})"
+                              ) from None
 
 
 def load_hf_config(path: str, *, dtype: str = "float32",
@@ -287,9 +303,11 @@ def load_pretrained(path: str, *, dtype=jnp.float32, compute_dtype=None, mesh=No
   unused = [n for n in reader.names() if n not in used and not n.endswith(_IGNORED_SUFFIXES)]
   if config.tie_embeddings:
     unused = [n for n in unused if n != "lm_head.weight"]
-  if unused:
-    log.warning("%s: %d tensors not used by the causal LM: %s", path, len(unused),
-                ", ".join(sorted(unused)[:10]))
+  if unused:  # e.g. config.json has fewer layers than the weights: never load half a model
+    raise CheckpointError(
+        f"{path}: {len(unused)} tensors are not used by the causal LM that config.json "
+        f"describes ({config.num_layers} layers): {', '.join(sorted(unused)[:10])}"
+        f"{' ...' if len(unused) > 10 else ''}")
   return config, params
 
 

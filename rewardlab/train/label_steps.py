@@ -38,6 +38,8 @@ from rewardlab.search import completer as completer_lib
 from rewardlab.search import mc_labels, omegaprm
 from rewardlab.search.completer import Completer
 from rewardlab.tasks import ArithmeticTask, arithmetic, source
+from rewardlab.train import config_checks, interrupt
+from rewardlab.train import metrics as metrics_lib
 
 PROBLEMS_FILE = "problems.jsonl"
 
@@ -194,8 +196,7 @@ def _write_problem(workdir: str, index: int, problem: arithmetic.Problem, texts:
 def _read_jsonl(path: str) -> list[dict]:
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return metrics_lib.read_jsonl(path)  # a bad line names the file and line
 
 
 def _agreement(implied: Sequence[int], truth: Sequence[int]) -> dict:
@@ -324,6 +325,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, completer: Completer | 
     raise ValueError(f"config.methods: unknown {unknown}; known: {sorted(LABELLERS)}")
   if cfg.completer not in COMPLETERS:
     raise ValueError(f"config.completer {cfg.completer!r}; known: {sorted(COMPLETERS)}")
+  config_checks.check_values(cfg)
   os.makedirs(workdir, exist_ok=True)
   problems = label_problems(cfg)
   done = finished_problems(workdir)
@@ -341,11 +343,17 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, completer: Completer | 
   bar = tqdm(total=len(problems), initial=finished_before, unit="problem", desc="label_steps",
              dynamic_ncols=True, disable=not cfg.progress, mininterval=1.0)
   try:
-    for start in range(0, len(todo), cfg.problems_per_batch):
-      batch = todo[start:start + cfg.problems_per_batch]
-      _label_batch(cfg, metered, workdir, batch, method_stats)
-      bar.update(len(batch))
-      bar.set_postfix({"completions/s": f"{metered.stats.completions_per_s:.4g}"}, refresh=False)
+    with interrupt.watch():  # SIGTERM / SIGINT: stop after the batch, its problems saved
+      for start in range(0, len(todo), cfg.problems_per_batch):
+        batch = todo[start:start + cfg.problems_per_batch]
+        _label_batch(cfg, metered, workdir, batch, method_stats)
+        bar.update(len(batch))
+        bar.set_postfix({"completions/s": f"{metered.stats.completions_per_s:.4g}"},
+                        refresh=False)
+        if start + cfg.problems_per_batch < len(todo):
+          interrupt.check(f"label_steps: stopped with {finished_before + start + len(batch)} of "
+                          f"{len(problems)} problems labelled (saved in {workdir}); rerun the "
+                          "same command to continue")
   finally:
     bar.close()
   seconds = time.perf_counter() - t0
@@ -360,6 +368,5 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, completer: Completer | 
     return {"stopped_at": len(finished), "throughput": throughput}
   summary = summarize(workdir, list(cfg.methods))
   summary["throughput"] = throughput
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  metrics_lib.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary

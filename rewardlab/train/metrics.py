@@ -1,8 +1,15 @@
-"""Metric logging: a JSONL file per run plus a console progress bar."""
+"""Metric logging: a JSONL file per run plus a console progress bar; crash-safe JSON files.
+
+JSONL files survive a crash: `truncate_jsonl` drops a torn last line and the records of
+steps after the one a run resumes from, `read_jsonl` names the file and line of a bad
+line. Result JSON is strict JSON (`to_json_safe`: NaN and infinities become null), and
+`write_json` replaces the file atomically.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -44,7 +51,7 @@ class MetricsLogger:
     if self._tokens:
       record["tokens_per_s"] = self._tokens / max(now - self._last_time, 1e-9)
     self._tokens, self._last_time = 0.0, now
-    self._file.write(json.dumps(record) + "\n")
+    self._file.write(json.dumps(to_json_safe(record), allow_nan=False) + "\n")
     self._file.flush()
     shown = {k: f"{v:.4g}" for k, v in record.items()
              if k in ("loss", "accuracy", "token_accuracy", "tokens_per_s", "lr") and
@@ -60,6 +67,95 @@ class MetricsLogger:
     self._file.close()
 
 
+class JsonlError(ValueError):
+  """A line of a JSONL file that is not a JSON object: names the file and the line."""
+
+
 def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of a JSONL file; a bad line raises `JsonlError` with file and line."""
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise JsonlError(f"{path}, line {lineno}: invalid JSON ({e.msg} at column {e.colno})"
+                         ) from None
+      if not isinstance(record, dict):
+        raise JsonlError(f"{path}, line {lineno}: expected a JSON object")
+      out.append(record)
+  return out
+
+
+def truncate_jsonl(path: str, step: int) -> int:
+  """Keep the records with `"step" <= step` (the last one of a repeated step) and drop a
+  torn last line; rewrites `path` atomically when anything changes. Returns the number
+  of lines dropped. A complete line that is not JSON (not written by a crash) raises."""
+  if not os.path.exists(path):
+    return 0
+  with open(path, "rb") as f:
+    data = f.read()
+  lines = data.split(b"\n")
+  torn = lines.pop()  # b"" when the file ends with a newline
+  dropped = 0
+  if torn.strip():
+    try:
+      json.loads(torn)
+      lines.append(torn)  # complete, only its newline is missing
+    except (json.JSONDecodeError, UnicodeDecodeError):
+      dropped = 1
+  kept: dict[int, bytes] = {}
+  order: list[int] = []
+  for lineno, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise JsonlError(f"{path}, line {lineno}: invalid JSON ({e})") from None
+    if not isinstance(record, dict) or "step" not in record:
+      raise JsonlError(f"{path}, line {lineno}: expected a JSON object with a 'step'")
+    if record["step"] > step:
+      dropped += 1
+      continue
+    if record["step"] in kept:
+      dropped += 1
+    else:
+      order.append(record["step"])
+    kept[record["step"]] = line
+  if dropped or (data and not data.endswith(b"\n")):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+      f.write(b"".join(kept[s] + b"\n" for s in order))
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  return dropped
+
+
+def to_json_safe(value):
+  """`value` with every non-finite float replaced by None (valid JSON has no NaN)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: to_json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_json_safe(v) for v in value]
+  if isinstance(value, np.generic):
+    return to_json_safe(value.item())
+  if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
+    return to_json_safe(np.asarray(value).tolist())
+  return value
+
+
+def write_json(path: str, value, *, indent: int = 2) -> None:
+  """Strict JSON (non-finite numbers as null) written to a temporary file and renamed."""
+  text = json.dumps(to_json_safe(value), indent=indent, allow_nan=False, default=str)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

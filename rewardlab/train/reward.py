@@ -32,7 +32,7 @@ from rewardlab.losses.registry import Registry
 from rewardlab.models import reward as reward_lib
 from rewardlab.models.hf import load_pretrained
 from rewardlab.tasks import arithmetic, rm_data
-from rewardlab.train import loop, sft
+from rewardlab.train import config_checks, loop, sft
 from rewardlab.train import state as state_lib
 from rewardlab.train import step as step_lib
 
@@ -285,7 +285,8 @@ def load_split(paths, fmt: str, tokenizer, cfg: Config, objective: Objective):
   """Encoded examples of one split, and its read/encode stats (drops counted, reported)."""
   stats, examples = ReadStats(), []
   for path in paths:
-    records, file_stats = read_records(path, fmt, strict=cfg.data.strict)
+    records, file_stats = read_records(path, fmt, strict=cfg.data.strict,
+                                       check_text=getattr(tokenizer, "unencodable", None))
     stats.rows += file_stats.rows
     stats.kept += file_stats.kept
     stats.skipped.update(file_stats.skipped)
@@ -357,8 +358,9 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
   `stop_after` ends this invocation after that many total steps (checkpointed), as an
   interruption would; running again resumes exactly.
   """
-  os.makedirs(workdir, exist_ok=True)
+  config_checks.check_values(cfg)  # before anything is written
   objective = OBJECTIVES.get(cfg.kind)
+  os.makedirs(workdir, exist_ok=True)
   if cfg.data.source not in DATA_SOURCES:
     raise ValueError(f"data.source={cfg.data.source!r}; expected one of {sorted(DATA_SOURCES)}")
   mesh = sharding.make_mesh(tuple(cfg.mesh_shape)) if cfg.get("mesh_shape") else None
@@ -370,10 +372,12 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
     log.info("%s data: %s", name, stats.summary())
 
   rm, params = build_model(cfg, objective, tokenizer, mesh)
-  schedule = state_lib.warmup_cosine_schedule(cfg.train.learning_rate, cfg.train.steps,
+  horizon = cfg.train.get("schedule_steps") or cfg.train.steps
+  schedule = state_lib.warmup_cosine_schedule(cfg.train.learning_rate, horizon,
                                               cfg.train.warmup_steps)
   tx = state_lib.adamw(schedule, weight_decay=cfg.train.weight_decay,
-                       clip_norm=cfg.train.clip_norm)
+                       clip_norm=cfg.train.clip_norm,
+                       skip_nonfinite=cfg.train.get("max_bad_steps", 0))
   tx = state_lib.scale_subtree(tx, "head", cfg.train.head_lr_multiplier)
   state = state_lib.TrainState.create(params, tx)
   train_step = step_lib.make_train_step(
@@ -386,7 +390,9 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
                     tokens_per_step=cfg.train.batch_size * objective.sequences * length,
                     log_every=cfg.train.log_every, checkpoint_every=cfg.train.checkpoint_every,
                     mesh=mesh, stop_after=stop_after, desc=f"rm-{cfg.kind}",
-                    progress=cfg.progress, extra_metrics=lambda s: {"lr": float(schedule(s))})
+                    progress=cfg.progress, extra_metrics=lambda s: {"lr": float(schedule(s))},
+                    config=config_checks.run_config(cfg, schedule_steps=horizon),
+                    max_bad_steps=cfg.train.get("max_bad_steps", 0))
   if not result.finished:
     return {"stopped_at": int(result.state.step)}
 

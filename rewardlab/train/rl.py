@@ -55,7 +55,7 @@ from rewardlab.losses.registry import get_advantage_estimator, get_policy_loss
 from rewardlab.models.config import TransformerConfig
 from rewardlab.tasks import arithmetic
 from rewardlab.train import checkpoint as checkpoint_lib
-from rewardlab.train import loop, rl_rewards, sft
+from rewardlab.train import config_checks, loop, rl_rewards, sft
 from rewardlab.train import metrics as metrics_lib
 from rewardlab.train import state as state_lib
 from rewardlab.train.step import RetraceError
@@ -433,6 +433,7 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   policy in `policy/` (the SFT policy's format).
   `stop_after` ends this invocation after that many total steps, as an interruption.
   """
+  config_checks.check_values(cfg)
   os.makedirs(workdir, exist_ok=True)
   slots = -(-cfg.rollout.max_prompt_length // 16) * 16 + max(cfg.rollout.max_new_tokens,
                                                               cfg.eval.max_new_tokens)
@@ -458,7 +459,7 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
       max_prompt_length=cfg.rollout.max_prompt_length, update_groups=cfg.rollout.update_groups,
       temperature=algo.temperature)
   eval_path = os.path.join(workdir, "eval_metrics.jsonl")
-  t_start = time.perf_counter()
+  t_start = time.perf_counter() - loop.elapsed_at_checkpoint(workdir)  # continues on resume
 
   def run_eval(step: int, params) -> dict:
     record = rl_rewards.evaluate(
@@ -484,7 +485,8 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   result = loop.fit(state, step_fn, data, workdir=workdir, total_steps=cfg.train.steps,
                     log_every=cfg.train.log_every, checkpoint_every=cfg.train.checkpoint_every,
                     stop_after=stop_after, desc=f"rl-{cfg.reward.name}-{algo.loss}",
-                    progress=cfg.progress, extra_metrics=eval_hook)
+                    progress=cfg.progress, extra_metrics=eval_hook,
+                    config=config_checks.run_config(cfg, decay=optimizer_decay(cfg, algo)))
   if not result.finished:
     return {"stopped_at": int(result.state.step)}
   evals = metrics_lib.read_jsonl(eval_path)
@@ -495,8 +497,7 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
              "load_average": os.getloadavg(), "start": evals[0], "final": evals[-1],
              "gain_pass1_greedy": evals[-1]["pass1_greedy"] - evals[0]["pass1_greedy"],
              "curves": plot_rl_curves(workdir, os.path.join(workdir, "rl_curves.png"))}
-  with open(os.path.join(workdir, "rl_results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  metrics_lib.write_json(os.path.join(workdir, "rl_results.json"), results)
   return results
 
 

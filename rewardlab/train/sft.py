@@ -7,7 +7,6 @@ a Hugging Face directory (`workdir/policy`, with the character tokenizer beside 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Sequence
@@ -24,7 +23,8 @@ from rewardlab.data.tokenizers import CharTokenizer, load_tokenizer
 from rewardlab.models.config import TransformerConfig
 from rewardlab.sampling import generate
 from rewardlab.tasks import arithmetic
-from rewardlab.train import loop
+from rewardlab.train import config_checks, loop
+from rewardlab.train import metrics as metrics_lib
 from rewardlab.train import state as state_lib
 from rewardlab.train import step as step_lib
 
@@ -109,6 +109,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None 
   `stop_after` ends this invocation after that many total steps (saving a checkpoint),
   as an interruption would; running again resumes exactly.
   """
+  config_checks.check_values(cfg)  # before anything is written
   os.makedirs(workdir, exist_ok=True)
   tokenizer = CharTokenizer.for_arithmetic()
   mconfig = model_config(cfg, tokenizer)
@@ -121,10 +122,12 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None 
   data = pipeline.make_iterator(examples, batch_size=cfg.train.batch_size // jax.process_count(),
                                 seed=cfg.seed)
 
-  schedule = state_lib.warmup_cosine_schedule(cfg.train.learning_rate, cfg.train.steps,
+  horizon = cfg.train.get("schedule_steps") or cfg.train.steps
+  schedule = state_lib.warmup_cosine_schedule(cfg.train.learning_rate, horizon,
                                               cfg.train.warmup_steps)
   tx = state_lib.adamw(schedule, weight_decay=cfg.train.weight_decay,
-                       clip_norm=cfg.train.clip_norm)
+                       clip_norm=cfg.train.clip_norm,
+                       skip_nonfinite=cfg.train.get("max_bad_steps", 0))
   params = models.init_params(mconfig, jax.random.key(cfg.seed), mesh=mesh)
   state = state_lib.TrainState.create(params, tx)
 
@@ -139,7 +142,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None 
                     tokens_per_step=cfg.train.batch_size * cfg.model.max_length,
                     log_every=cfg.train.log_every, checkpoint_every=cfg.train.checkpoint_every,
                     mesh=mesh, stop_after=stop_after, desc="sft", progress=cfg.progress,
-                    extra_metrics=lambda step: {"lr": float(schedule(step))})
+                    extra_metrics=lambda step: {"lr": float(schedule(step))},
+                    config=config_checks.run_config(cfg, schedule_steps=horizon),
+                    max_bad_steps=cfg.train.get("max_bad_steps", 0))
   if not result.finished:
     return {"stopped_at": int(result.state.step)}
   state, train_seconds = result.state, result.seconds
@@ -150,6 +155,5 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None 
   save_policy(policy_dir, mconfig, state.params, tokenizer)
   results = {"steps": int(state.step), "train_seconds_this_run": train_seconds,
              "num_params": mconfig.num_params(), "policy_dir": policy_dir, **evaluation}
-  with open(os.path.join(workdir, "sft_results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  metrics_lib.write_json(os.path.join(workdir, "sft_results.json"), results)
   return results

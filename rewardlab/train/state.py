@@ -43,13 +43,19 @@ def warmup_cosine_schedule(peak_lr: float, total_steps: int, warmup_steps: int,
 
 
 def adamw(schedule: optax.Schedule, *, weight_decay: float = 0.0, b1: float = 0.9,
-          b2: float = 0.95, clip_norm: float | None = 1.0) -> optax.GradientTransformation:
-  """AdamW with global-norm clipping; decay is not applied to norms and biases (rank < 2)."""
+          b2: float = 0.95, clip_norm: float | None = 1.0,
+          skip_nonfinite: int = 0) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping; decay is not applied to norms and biases (rank < 2).
+
+  `skip_nonfinite` > 0 drops updates whose gradients are not finite (parameters and
+  moments unchanged; `optax.apply_if_finite`), up to that many in a row.
+  """
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
   parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
   parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay,
                            mask=decay_mask))
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  return optax.apply_if_finite(tx, skip_nonfinite) if skip_nonfinite else tx
 
 
 def scale_subtree(tx: optax.GradientTransformation, key: str,

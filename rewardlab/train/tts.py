@@ -23,7 +23,6 @@ and the plots `accuracy_vs_n.png` and `accuracy_vs_tokens.png`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -40,7 +39,8 @@ from rewardlab.search import curves, methods
 from rewardlab.search.policy import LMPolicy
 from rewardlab.search.qalign import chain_vote
 from rewardlab.tasks import ArithmeticTask, arithmetic, source
-from rewardlab.train import sft
+from rewardlab.train import config_checks, interrupt, sft
+from rewardlab.train import metrics as metrics_lib
 
 log = logging.getLogger(__name__)
 
@@ -369,6 +369,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, policy=None,
   Returns the results dict that is also written to `tts_results.json`.
   """
   ns = _check(cfg)
+  config_checks.check_values(cfg)
   os.makedirs(workdir, exist_ok=True)
   if policy is None:
     if not cfg.policy_dir:
@@ -383,11 +384,17 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, policy=None,
   if cfg.reward.oracle and not isinstance(task, ArithmeticTask):
     oracle = TaskOracle(task, dict(zip(prompts, problems)), src.step_separator)
   scorers = load_scorers(cfg, oracle) if scorers is None else scorers
-  with tqdm(total=len(cfg.methods) * len(problems), desc="tts", disable=not cfg.progress,
-            dynamic_ncols=True, mininterval=1.0) as bar:
+  with interrupt.watch(), tqdm(total=len(cfg.methods) * len(problems), desc="tts",
+                               disable=not cfg.progress, dynamic_ncols=True,
+                               mininterval=1.0) as bar:
     ctx = _Context(cfg, task, problems, prompts, policy, scorers, ns, bar)
     results, skipped, seconds = {}, {}, {}
     for name in cfg.methods:
+      if interrupt.requested() is not None:  # SIGTERM / SIGINT: keep the methods done so far
+        _write(workdir, _results(cfg, ns, problems, results, skipped, seconds, ctx, src,
+                                 stopped_before=name), results, ns)
+        raise interrupt.stop(f"tts: stopped before method {name!r}; the {len(results)} done "
+                             f"are in {workdir}/tts_results.json; rerun to compute all")
       reason = _missing(ctx, name)
       if reason is not None:
         skipped[name] = reason
@@ -398,21 +405,27 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, policy=None,
       start = time.perf_counter()
       results[name] = RUNNERS[name](ctx, name)
       seconds[name] = time.perf_counter() - start
+  out = _results(cfg, ns, problems, results, skipped, seconds, ctx, src)
+  _write(workdir, out, results, ns)
+  return out
+
+
+def _results(cfg, ns, problems, results, skipped, seconds, ctx, src, stopped_before=None) -> dict:
   out = {"ns": list(ns), "num_problems": len(problems), "policy_dir": cfg.policy_dir,
          "task": {"name": cfg.task.name, "eval_files": cfg.task.eval_files,
                   "chat_template": src.uses_chat_template, "skipped_rows": src.skipped},
          "methods": {k: v.to_dict() for k, v in results.items()}, "skipped": skipped,
          "seconds": seconds}
+  if stopped_before is not None:
+    out["stopped_before"] = stopped_before
   if "samples" in ctx.cache:  # the oracle ceiling of the plain draw
     out["pass@n"] = MethodCurve(curves.pass_at_k_curve(ctx.cache["samples"]["correct"], ns),
                                 np.zeros(len(ns))).to_dict()
-  _write(workdir, out, results, ns)
   return out
 
 
 def _write(workdir: str, out: dict, results: dict[str, MethodCurve], ns) -> None:
-  with open(os.path.join(workdir, "tts_results.json"), "w") as f:
-    json.dump(out, f, indent=2)
+  metrics_lib.write_json(os.path.join(workdir, "tts_results.json"), out)
   if not results:
     return
   by_n = {k: v.curve for k, v in results.items()}
