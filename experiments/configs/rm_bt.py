@@ -41,7 +41,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.max_length = 96  # longer examples are dropped and counted, never truncated
   c.model.rope_theta = 10000.0
   c.model.dtype = "float32"
-  c.model.remat = False
+  c.model.remat = False  # recompute each block's activations in the backward pass
+  # positions per chunk of the LM's token log-probs (genarm, lm_coef, the genarm PRM form):
+  # 0 = automatic (~2^24 logits at once; small vocabularies run in one piece)
+  c.model.logprob_chunk = 0
   c.model.process_form = "classifier"  # prm head: classifier | lm_token | genarm
   # genarm form: z_k = step_beta * (response log-prob up to step k) + bias (from step_bias)
   c.model.step_beta = 1.0

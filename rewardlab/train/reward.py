@@ -334,6 +334,7 @@ def build_model(cfg: Config, objective: Objective, tokenizer, mesh=None):
   else:
     backbone, backbone_params = load_pretrained(cfg.init_from, mesh=mesh)
   m = cfg.model
+  backbone = backbone.replace(remat=bool(m.remat), logprob_chunk=int(m.logprob_chunk))
   token_id = lambda t: tokenizer.token_to_id(t) if t else None
   rm = RMConfig(backbone=backbone, head=objective.head, process_form=m.process_form,
                 plus_token_id=token_id(m.plus_token), minus_token_id=token_id(m.minus_token),
