@@ -80,6 +80,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.last_step_only = False  # prm
   c.loss.lm_coef = 0.0  # bt, scaled_bt, prm: α of the LM regularizer on the good text (GRM)
 
+  # LoRA (rank 0 = off): adapters on the targeted kernels, the backbone frozen (optionally
+  # stored in bfloat16), only adapters and head in the optimizer state; the saved reward
+  # model holds the merged weights (rewardlab.models.lora).
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0
+  c.lora.alpha = 16.0  # updates scaled by alpha / rank
+  c.lora.targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+  c.lora.base_dtype = ""  # "" keeps the backbone's dtype; "bfloat16" halves its memory
+
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1500
   c.train.batch_size = 32

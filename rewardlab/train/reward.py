@@ -5,7 +5,8 @@ record formats it reads, the synthetic format it builds, its loss and its held-o
 evaluation. `run(cfg, workdir)` reads or builds the data (jsonl/parquet in the public
 formats, encoded by `rewardlab.data.encode`), trains with AdamW (warmup + cosine)
 through the shared resumable loop (`train.loop.fit`: checkpoints hold params, optimizer
-and data-iterator state), evaluates on held-out data (`rewardlab.eval.reward_model`)
+and data-iterator state), optionally with LoRA adapters on a frozen backbone
+(`cfg.lora.rank > 0`, `rewardlab.models.lora`; the saved model is merged), evaluates on held-out data (`rewardlab.eval.reward_model`)
 and saves the model (`workdir/reward_model`), the report (`workdir/rm_results.json`)
 and the reliability diagram (`workdir/rm_results_reliability.png`).
 """
@@ -29,6 +30,7 @@ from rewardlab.data.formats import ReadStats, read_records
 from rewardlab.data.tokenizers import CharTokenizer, load_tokenizer
 from rewardlab.eval import reward_model as report_lib
 from rewardlab.losses.registry import Registry
+from rewardlab.models import lora
 from rewardlab.models import reward as reward_lib
 from rewardlab.models.hf import load_pretrained
 from rewardlab.tasks import arithmetic, rm_data
@@ -371,14 +373,20 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
     log.info("%s data: %s", name, stats.summary())
 
   rm, params = build_model(cfg, objective, tokenizer, mesh)
+  adapters = lora.from_config_dict(cfg.lora)
+  params = lora.attach(adapters, params, jax.random.key(cfg.seed + 1), model_config=rm.backbone,
+                       mesh=mesh)
   schedule = state_lib.warmup_cosine_schedule(cfg.train.learning_rate, cfg.train.steps,
                                               cfg.train.warmup_steps)
   tx = state_lib.adamw(schedule, weight_decay=cfg.train.weight_decay,
                        clip_norm=cfg.train.clip_norm)
   tx = state_lib.scale_subtree(tx, "head", cfg.train.head_lr_multiplier)
+  loss_fn = objective.loss(rm, cfg)
+  if adapters.enabled:
+    tx, loss_fn = lora.freeze_base(tx), lora.loss_with_adapters(adapters, loss_fn)
   state = state_lib.TrainState.create(params, tx)
   train_step = step_lib.make_train_step(
-      objective.loss(rm, cfg), tx, mesh=mesh,
+      loss_fn, tx, mesh=mesh,
       state_shardings=step_lib.state_shardings_of(state) if mesh is not None else None)
   data = pipeline.make_iterator(train, batch_size=cfg.train.batch_size // jax.process_count(),
                                 seed=cfg.seed)
@@ -392,6 +400,10 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
     return {"stopped_at": int(result.state.step)}
 
   params = result.state.params
+  trained = lora.tree_bytes({k: v for k, v in params.items()
+                             if k != "backbone" or not adapters.enabled})
+  if adapters.enabled:
+    params = lora.merged_for_export(adapters, params, rm.backbone)
   report = objective.evaluate(rm, params, encode_lib.stack_examples(held_out), cfg)
   model_dir = os.path.join(workdir, "reward_model")
   reward_lib.save_reward_model(model_dir, rm, params, tokenizer)
@@ -399,6 +411,8 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
              "train_seconds_this_run": result.seconds, "num_params": rm.backbone.num_params(),
              "train_examples": len(train), "eval_examples": len(held_out),
              "sequence_length": int(length), "data_format": files["format"],
+             "lora_rank": adapters.rank, "trained_param_bytes": trained,
+             "optimizer_state_bytes": lora.tree_bytes(result.state.opt_state),
              "data": {"train": train_stats.summary(), "eval": eval_stats.summary()},
              "last_train_metrics": result.last_metrics, "reward_model_dir": model_dir,
              "eval": report}
