@@ -278,3 +278,27 @@ def test_policy_samples_become_negatives_with_the_shipped_policy(tmp_path):
     reward._synthetic_files(cfg.lock(), reward.OBJECTIVES.get("bt"), str(tmp_path))
     rows = [json.loads(line) for line in open(tmp_path / "data" / "train.jsonl")]
     assert rows and all({"prompt", "chosen", "rejected"} <= set(r) for r in rows)
+
+
+def test_lora_prm_run_resumes_and_saves_merged_weights(tmp_path):
+  """The PRM path with LoRA (rank 2, bf16 base): interrupted and resumed through the
+  checkpoints; the saved model holds merged float32 weights that differ from the base."""
+  cfg = rm_prm.tiny().unlock()
+  cfg.lora.rank, cfg.lora.alpha, cfg.lora.base_dtype = 2, 4.0, "bfloat16"
+  cfg.lock()
+  assert reward.run(cfg, str(tmp_path), stop_after=3) == {"stopped_at": 3}
+  results = reward.run(cfg, str(tmp_path))
+  assert results["steps"] == cfg.train.steps and results["lora_rank"] == 2
+  assert 0.0 <= results["eval"]["processbench_f1"] <= 1.0
+  # Adam holds two moments of the adapters and the head only
+  assert results["optimizer_state_bytes"] <= 2 * results["trained_param_bytes"] + 64
+  assert results["trained_param_bytes"] < 4 * models.tiny_config().num_params()
+  config, params, _ = reward_lib.load_reward_model(results["reward_model_dir"])
+  rm = reward_lib.RewardModelConfig(backbone=config.backbone, head="process")
+  base = reward_lib.init_reward_model(rm, jax.random.key(cfg.seed))["backbone"]
+  q = params["backbone"]["layers_0"]["self_attn"]["q_proj"]
+  assert q.dtype == jnp.float32
+  moved = np.abs(np.asarray(q) - np.asarray(base["layers_0"]["self_attn"]["q_proj"],
+                                            jnp.bfloat16).astype(np.float32)).max()
+  assert moved > 0
+  _check_run(results, tmp_path, "process")

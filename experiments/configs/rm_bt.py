@@ -41,7 +41,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.max_length = 96  # longer examples are dropped and counted, never truncated
   c.model.rope_theta = 10000.0
   c.model.dtype = "float32"
-  c.model.remat = False
+  c.model.remat = False  # recompute each block's activations in the backward pass
+  # positions per chunk of the LM's token log-probs (genarm, lm_coef, the genarm PRM form):
+  # 0 = automatic (~2^24 logits at once; small vocabularies run in one piece)
+  c.model.logprob_chunk = 0
   c.model.process_form = "classifier"  # prm head: classifier | lm_token | genarm
   # genarm form: z_k = step_beta * (response log-prob up to step k) + bias (from step_bias)
   c.model.step_beta = 1.0
@@ -76,6 +79,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.gamma = 0.0  # genarm
   c.loss.last_step_only = False  # prm
   c.loss.lm_coef = 0.0  # bt, scaled_bt, prm: α of the LM regularizer on the good text (GRM)
+
+  # LoRA (rank 0 = off): adapters on the targeted kernels, the backbone frozen (optionally
+  # stored in bfloat16), only adapters and head in the optimizer state; the saved reward
+  # model holds the merged weights (rewardlab.models.lora).
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0
+  c.lora.alpha = 16.0  # updates scaled by alpha / rank
+  c.lora.targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+  c.lora.base_dtype = ""  # "" keeps the backbone's dtype; "bfloat16" halves its memory
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1500

@@ -17,6 +17,11 @@ class TransformerConfig:
   `dtype` is the dtype that matmul *inputs* are cast to; matmuls always accumulate in
   float32 (`preferred_element_type`), and softmax, norms and the residual stream stay in
   float32. `param_dtype` is the storage dtype of the parameters.
+  `remat` recomputes each decoder block's activations in the backward pass.
+  `logprob_chunk` / `logprob_vocab_chunk` bound the logits that token log-probs,
+  entropy and KL materialize at once (`rewardlab.models.logprobs`): positions per
+  sequence chunk (0 = automatic, about 2^24 logits per chunk, so models with small
+  vocabularies run in one piece) and vocabulary entries per chunk (0 = the whole row).
   `rope_scaling` is None (default RoPE) or a dict with `rope_type` in
   {"default", "linear", "llama3"} and its fields (`factor`, and for llama3
   `low_freq_factor`, `high_freq_factor`, `original_max_position_embeddings`).
@@ -39,6 +44,8 @@ class TransformerConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
+  logprob_chunk: int = 0
+  logprob_vocab_chunk: int = 0
   bos_token_id: int | None = None
   eos_token_id: int | None = None
   pad_token_id: int | None = None
@@ -54,6 +61,9 @@ class TransformerConfig:
       raise ValueError(
           f"TransformerConfig: hidden_size={self.hidden_size} is not divisible by "
           f"num_heads={self.num_heads}; give head_dim explicitly")
+    for name in ("logprob_chunk", "logprob_vocab_chunk"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"TransformerConfig.{name}={getattr(self, name)} must be >= 0")
     for name in ("dtype", "param_dtype"):
       if getattr(self, name) not in _DTYPES:
         raise ValueError(f"TransformerConfig.{name}={getattr(self, name)!r}; "

@@ -159,5 +159,10 @@ def step_genarm_head(logps: Array, mask: Array, prompt_length: Array, step_posit
 def genarm_head(logits: Array, tokens: Array, mask: Array, prompt_length: Array,
                 beta: float) -> Array:
   """GenARM reward `r_b = β Σ_t m_bt log π_r(y_t | x, y_<t)` over the response: `-> [B]`."""
-  logps = token_logprobs(logits, tokens)
+  return genarm_reward_from_logprobs(token_logprobs(logits, tokens), mask, prompt_length, beta)
+
+
+def genarm_reward_from_logprobs(logps: Array, mask: Array, prompt_length: Array,
+                                beta: float) -> Array:
+  """`genarm_head` from the LM's `token_logprobs` `[B, T]` (e.g. computed in chunks)."""
   return preference_losses.genarm_reward(logps, response_mask(mask, prompt_length), beta)

@@ -41,6 +41,7 @@ from rewardlab.data import encode as encode_lib
 from rewardlab.data.formats import ATTRIBUTES
 from rewardlab.data.tokenizers import CHAR_TOKENIZER_FILE, load_tokenizer
 from rewardlab.models import heads
+from rewardlab.models import logprobs as logprobs_lib
 from rewardlab.models.config import TransformerConfig
 from rewardlab.models.hf import load_pretrained, save_pretrained
 
@@ -191,7 +192,8 @@ def _steps_from_hidden(config, params, hidden, step_positions, tokens, mask, pro
 
 
 def _logprobs_from_hidden(config, params, hidden, tokens):
-  return heads.token_logprobs(models.unembed(config.backbone, params["backbone"], hidden), tokens)
+  """The LM's `[B, T]` token log-probs, formed in chunks (`rewardlab.models.logprobs`)."""
+  return logprobs_lib.next_token_logprobs(config.backbone, params["backbone"], hidden, tokens)
 
 
 def attribute_scores(config: RewardModelConfig, params, tokens, mask, score_index):
@@ -242,15 +244,14 @@ def step_logits_and_logprobs(config: RewardModelConfig, params, tokens, mask, st
 
 def token_logprobs(config: RewardModelConfig, params, tokens, mask):
   """`[B, T]` -> `[B, T]`: `log π(tokens[t] | tokens[<t])` (0 at t = 0) of the backbone LM."""
-  logits, _ = models.forward(config.backbone, params["backbone"], tokens, attention_mask=mask)
-  return heads.token_logprobs(logits, tokens)
+  return _logprobs_from_hidden(config, params, _hidden(config, params, tokens, mask), tokens)
 
 
 def genarm_scores(config: RewardModelConfig, params, tokens, mask, prompt_length):
   """`[B]` GenARM rewards `β Σ_{t >= prompt_length} log π_r(y_t | ...)`."""
   _require(config, ("genarm",), "genarm_scores")
-  logits, _ = models.forward(config.backbone, params["backbone"], tokens, attention_mask=mask)
-  return heads.genarm_head(logits, tokens, mask, prompt_length, config.beta)
+  logps = _logprobs_from_hidden(config, params, _hidden(config, params, tokens, mask), tokens)
+  return heads.genarm_reward_from_logprobs(logps, mask, prompt_length, config.beta)
 
 
 def values(config: RewardModelConfig, params, tokens, mask):

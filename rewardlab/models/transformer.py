@@ -292,11 +292,16 @@ class Transformer(nn.Module):
   def unembed(self, hidden: Array) -> Array:
     """Final hidden states [..., D] -> logits [..., V] (float32)."""
     cfg = self.config
-    if cfg.tie_embeddings:
-      logits = _dense(hidden, self.embed_tokens, cfg.compute_dtype, transpose_w=True)
-    else:
-      logits = _dense(hidden, self.lm_head, cfg.compute_dtype)
-    return constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
+    return unembed_with(cfg, self.embed_tokens if cfg.tie_embeddings else self.lm_head, hidden)
+
+
+def unembed_with(config: TransformerConfig, table: Array, hidden: Array) -> Array:
+  """Logits [..., V'] (float32) of final hidden states [..., D] against an unembedding
+  table: `embed_tokens` rows [V', D] when the embeddings are tied, else `lm_head`
+  columns [D, V'] (V' may be a slice of the vocabulary)."""
+  transpose = config.tie_embeddings
+  logits = _dense(hidden, table, config.compute_dtype, transpose_w=transpose)
+  return constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
 
 def init_cache(config: TransformerConfig, batch_size: int, max_length: int,

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rewardlab import models, sharding
+from rewardlab.models import logprobs as logprobs_lib
 from rewardlab.models.config import TransformerConfig
 
 
@@ -28,16 +29,13 @@ def token_logprobs(config: TransformerConfig, params, tokens, attention_mask, *,
   """Next-token log-probabilities `[B, T]`: entry t is `log p(tokens[t] | tokens[<t])`.
 
   tokens, attention_mask: [B, T] right padded (1 = real token). Entry 0 and padded
-  positions are 0. A pure array function: usable inside a loss.
+  positions are 0. A pure array function: usable inside a loss. The logits are formed
+  in chunks of `config.logprob_chunk` positions (`rewardlab.models.logprobs`).
   """
-  hidden, _ = models.forward(config, params, tokens, attention_mask=attention_mask,
-                             return_logits=False)
-  logits = models.unembed(config, params, hidden[:, :-1]) / temperature  # [B, T-1, V]
-  targets = tokens[:, 1:]
-  chosen = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  logprobs = chosen - jax.nn.logsumexp(logits, axis=-1)
-  logprobs = jnp.where(attention_mask[:, 1:].astype(bool), logprobs, 0.0)
-  return jnp.pad(logprobs, ((0, 0), (1, 0)))
+  hidden = models.hidden_states(config, params, tokens, attention_mask=attention_mask)
+  logprobs = logprobs_lib.next_token_logprobs(config, params, hidden, tokens,
+                                              temperature=temperature)
+  return jnp.where(attention_mask.astype(bool), logprobs, 0.0)
 
 
 def pack(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,

@@ -5,7 +5,8 @@ record formats it reads, the synthetic format it builds, its loss and its held-o
 evaluation. `run(cfg, workdir)` reads or builds the data (jsonl/parquet in the public
 formats, encoded by `rewardlab.data.encode`), trains with AdamW (warmup + cosine)
 through the shared resumable loop (`train.loop.fit`: checkpoints hold params, optimizer
-and data-iterator state), evaluates on held-out data (`rewardlab.eval.reward_model`)
+and data-iterator state), optionally with LoRA adapters on a frozen backbone
+(`cfg.lora.rank > 0`, `rewardlab.models.lora`; the saved model is merged), evaluates on held-out data (`rewardlab.eval.reward_model`)
 and saves the model (`workdir/reward_model`), the report (`workdir/rm_results.json`)
 and the reliability diagram (`workdir/rm_results_reliability.png`).
 """
@@ -29,6 +30,7 @@ from rewardlab.data.formats import ReadStats, read_records
 from rewardlab.data.tokenizers import CharTokenizer, load_tokenizer
 from rewardlab.eval import reward_model as report_lib
 from rewardlab.losses.registry import Registry
+from rewardlab.models import lora
 from rewardlab.models import reward as reward_lib
 from rewardlab.models.hf import load_pretrained
 from rewardlab.tasks import arithmetic, rm_data
@@ -335,6 +337,7 @@ def build_model(cfg: Config, objective: Objective, tokenizer, mesh=None):
   else:
     backbone, backbone_params = load_pretrained(cfg.init_from, mesh=mesh)
   m = cfg.model
+  backbone = backbone.replace(remat=bool(m.remat), logprob_chunk=int(m.logprob_chunk))
   token_id = lambda t: tokenizer.token_to_id(t) if t else None
   rm = RMConfig(backbone=backbone, head=objective.head, process_form=m.process_form,
                 plus_token_id=token_id(m.plus_token), minus_token_id=token_id(m.minus_token),
@@ -372,6 +375,9 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
     log.info("%s data: %s", name, stats.summary())
 
   rm, params = build_model(cfg, objective, tokenizer, mesh)
+  adapters = lora.from_config_dict(cfg.lora)
+  params = lora.attach(adapters, params, jax.random.key(cfg.seed + 1), model_config=rm.backbone,
+                       mesh=mesh)
   horizon = cfg.train.get("schedule_steps") or cfg.train.steps
   schedule = state_lib.warmup_cosine_schedule(cfg.train.learning_rate, horizon,
                                               cfg.train.warmup_steps)
@@ -379,9 +385,12 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
                        clip_norm=cfg.train.clip_norm,
                        skip_nonfinite=cfg.train.get("max_bad_steps", 0))
   tx = state_lib.scale_subtree(tx, "head", cfg.train.head_lr_multiplier)
+  loss_fn = objective.loss(rm, cfg)
+  if adapters.enabled:
+    tx, loss_fn = lora.freeze_base(tx), lora.loss_with_adapters(adapters, loss_fn)
   state = state_lib.TrainState.create(params, tx)
   train_step = step_lib.make_train_step(
-      objective.loss(rm, cfg), tx, mesh=mesh,
+      loss_fn, tx, mesh=mesh,
       state_shardings=step_lib.state_shardings_of(state) if mesh is not None else None)
   data = pipeline.make_iterator(train, batch_size=cfg.train.batch_size // jax.process_count(),
                                 seed=cfg.seed)
@@ -397,6 +406,10 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
     return {"stopped_at": int(result.state.step)}
 
   params = result.state.params
+  trained = lora.tree_bytes({k: v for k, v in params.items()
+                             if k != "backbone" or not adapters.enabled})
+  if adapters.enabled:
+    params = lora.merged_for_export(adapters, params, rm.backbone)
   report = objective.evaluate(rm, params, encode_lib.stack_examples(held_out), cfg)
   model_dir = os.path.join(workdir, "reward_model")
   reward_lib.save_reward_model(model_dir, rm, params, tokenizer)
@@ -404,6 +417,8 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
              "train_seconds_this_run": result.seconds, "num_params": rm.backbone.num_params(),
              "train_examples": len(train), "eval_examples": len(held_out),
              "sequence_length": int(length), "data_format": files["format"],
+             "lora_rank": adapters.rank, "trained_param_bytes": trained,
+             "optimizer_state_bytes": lora.tree_bytes(result.state.opt_state),
              "data": {"train": train_stats.summary(), "eval": eval_stats.summary()},
              "last_train_metrics": result.last_metrics, "reward_model_dir": model_dir,
              "eval": report}
