@@ -174,3 +174,29 @@ def test_evaluate_expression_is_left_to_right():
   assert lm.evaluate_expression("246-12") == 234
   assert lm.evaluate_expression("3+4*2") == 14  # the task's left-to-right order
   assert lm.evaluate_expression("2/3") is None and lm.evaluate_expression("") is None
+
+
+def test_tool_calls_append_exact_values_as_read_tokens(judge, monkeypatch):
+  tok = judge.tokenizer
+  calls = [["<calc>3+4</calc>", "ok"], ["Y <calc>7*2</calc>"], ["N"]]
+  seen = []
+
+  def fake(judge_, prompts, num_samples, *, stop_strings=(), **kwargs):
+    assert num_samples == 1
+    seen.append([tok.decode(p) for p in prompts])
+    texts = calls.pop(0)
+    ids = [tok.encode(t) for t in texts]
+    ids = [i + ([tok.eos_id] if not t.endswith("</calc>") else []) for i, t in zip(ids, texts)]
+    return ids, lm.Usage(sum(map(len, prompts)), sum(map(len, ids)))
+
+  monkeypatch.setattr(lm, "sample", fake)
+  p1, p2 = tok.encode("a"), tok.encode("b")
+  conts, generated, usage = lm.sample_with_tool(judge, [p1, p2], 1, max_new_tokens=64,
+                                                temperature=1.0, rng=jax.random.key(0))
+  assert tok.decode(conts[0]) == "<calc>3+4</calc>=7Y <calc>7*2</calc>=14N"
+  assert tok.decode(conts[1]) == "ok"
+  # the tool's "=7" and "=14" are inputs: not generated, and counted as read
+  gen_text = tok.decode([t for t, g in zip(conts[0], generated[0]) if g])
+  assert gen_text == "<calc>3+4</calc>Y <calc>7*2</calc>N"
+  assert usage.tokens_generated == len(gen_text) + 1 + len("ok") + 1  # with their EOS tokens
+  assert seen[1] == ["a<calc>3+4</calc>=7"]  # resumed after the tool's answer

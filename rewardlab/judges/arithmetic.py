@@ -25,7 +25,8 @@ from rewardlab.judges.templates import JudgeTemplate
 from rewardlab.tasks import arithmetic
 
 __all__ = ["VERIFIER_ALPHABET", "TEMPLATE", "tokenizer", "expected_lines", "chain_for",
-           "chain_verdicts", "extend_vocabulary", "OPEN_TAG", "CLOSE_TAG"]
+           "chain_verdicts", "first_wrong_line", "first_error_of_chain", "solution_steps",
+           "extend_vocabulary", "OPEN_TAG", "CLOSE_TAG"]
 
 OPEN_TAG, CLOSE_TAG = "<calc>", "</calc>"
 # Verdicts Y / N and the characters of the calculator tags (the task's `A` is upper case).
@@ -53,17 +54,22 @@ def _check(problem: arithmetic.Problem, k: int, tool: bool) -> str:
   return f"{OPEN_TAG}{expr}{CLOSE_TAG}={value}"
 
 
-def chain_for(problem: arithmetic.Problem, steps: Sequence[str], *, tool: bool = False) -> str:
-  """The checker's verification chain of a solution's step lines (answer line included).
+def first_wrong_line(problem: arithmetic.Problem, steps: Sequence[str]) -> int:
+  """The first line that differs from the expected line at its index (a line past the
+  answer line is wrong), -1 when none does. On complete solutions this is
+  `arithmetic.first_wrong_step` (up to spacing and leading zeros, which it forgives); on a
+  partial solution (beam search) -1 means "no error so far"."""
+  lines = expected_lines(problem)
+  for k, step in enumerate(steps):
+    if k >= len(lines) or step.strip() != lines[k]:
+      return k
+  return -1
 
-  Line k is right iff it equals the k-th expected line and every earlier line is right
-  (`arithmetic.first_wrong_step`). Raises ValueError when the first wrong line lies past
-  the given lines (a solution cut before its answer cannot be judged line by line).
-  """
-  first = arithmetic.first_wrong_step(list(steps), problem)
-  if first >= len(steps):
-    raise ValueError(f"{problem.key}: the first wrong line ({first}) is past the "
-                     f"{len(steps)} given lines")
+
+def chain_for(problem: arithmetic.Problem, steps: Sequence[str], *, tool: bool = False) -> str:
+  """The checker's verification chain of a solution's lines (whole or partial): each line's
+  check and verdict (`first_wrong_line`), ending after the first `N`."""
+  first = first_wrong_line(problem, steps)
   judged = len(steps) if first < 0 else first + 1
   return "".join(_check(problem, k, tool) + ("N" if k == first else "Y") + "\n"
                  for k in range(judged))
@@ -109,11 +115,6 @@ def extend_vocabulary(config, params, vocab_size: int, rng, *, max_positions: in
   if max_positions is not None:
     changes["max_position_embeddings"] = int(max_positions)
   return config.replace(**changes), params
-
-
-def first_wrong_labels(problem: arithmetic.Problem, steps: Sequence[str]) -> int:
-  """The ProcessBench label of a step list (-1 all right), as the checker sees it."""
-  return arithmetic.first_wrong_step(list(steps), problem)
 
 
 def solution_steps(text: str) -> list[str]:

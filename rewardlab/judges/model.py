@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rewardlab import models
+from rewardlab.data.tokenizers import decode_sampled
 from rewardlab.sampling.generate import generate
 
 __all__ = ["JudgeModel", "Usage", "render_prompt", "encode_prompt", "verdict_token_ids", "verdict_sets",
@@ -221,7 +222,7 @@ def sample(judge: JudgeModel, prompts: Sequence[Sequence[int]], num_samples: int
   out = generate(judge.config, judge.params, [list(p) for p in prompts],
                  max_new_tokens=min(_round_up(new, 16), room), temperature=float(temperature),
                  stop_tokens=(tok.eos_id,), stop_strings=tuple(stop_strings),
-                 decode_fn=tok.decode if stop_strings else None, num_samples=int(num_samples),
+                 decode_fn=functools.partial(decode_sampled, tok) if stop_strings else None, num_samples=int(num_samples),
                  rng=rng, pad_id=tok.pad_id)
   completions = [ids[:new] for ids in out.completions()]
   usage = Usage(tokens_read=sum(len(p) for p in prompts),
@@ -291,7 +292,7 @@ def sample_with_tool(judge: JudgeModel, prompts: Sequence[Sequence[int]], num_sa
       conts[i] += ids
       generated[i] += [True] * len(ids)
       usage.tokens_generated += len(ids)
-      text = tok.decode(conts[i])
+      text = decode_sampled(tok, conts[i])
       if ids and ids[-1] != tok.eos_id and text.endswith(close_tag) and open_tag in text:
         expr = text[text.rindex(open_tag) + len(open_tag):-len(close_tag)]
         value = evaluate_expression(expr)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rewardlab.data.tokenizers import decode_sampled
 from rewardlab.judges import model as lm
 from rewardlab.judges import templates as tmpl
 from rewardlab.judges.model import JudgeModel, Usage
@@ -90,7 +91,7 @@ def critiques_for(judge: JudgeModel, template: tmpl.JudgeTemplate, users: Sequen
   outs, usage = lm.sample(judge, ids, num_samples, max_new_tokens=max_new_tokens,
                           temperature=temperature, rng=rng)
   n, k = len(users), int(num_samples)
-  texts = [[tok.decode(outs[i * k + s]) for s in range(k)] for i in range(n)]
+  texts = [[decode_sampled(tok, outs[i * k + s]) for s in range(k)] for i in range(n)]
   verdicts, probs, scores = (np.full((n, k), np.nan) for _ in range(3))
   contexts, where = [], []
   for i in range(n):

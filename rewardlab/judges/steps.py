@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rewardlab.data.tokenizers import decode_sampled
 from rewardlab.judges import aggregate
 from rewardlab.judges import model as lm
 from rewardlab.judges import templates as tmpl
@@ -116,6 +117,6 @@ def verify_steps(judge: JudgeModel, prompts: Sequence, steps_lists: Sequence[Seq
         unparsed += 1
     samples.append(rows)
   probs = [aggregate.mean_probability(rows.T) if rows.size else np.zeros(0) for rows in samples]
-  texts = [[tok.decode([t for t, g in zip(chains[b * k + s], generated[b * k + s])])
+  texts = [[decode_sampled(tok, [t for t, g in zip(chains[b * k + s], generated[b * k + s])])
             for s in range(k)] for b in range(len(steps_lists))]
   return StepVerification(probs, samples, texts, unparsed, usage)
