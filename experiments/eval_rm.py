@@ -39,9 +39,10 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Sequences per scoring call.")
 _THRESHOLD = flags.DEFINE_float("threshold", 0.5, "ProcessBench: step wrong if p < threshold.")
 _LENIENT = flags.DEFINE_bool("skip_bad_rows", False, "Skip malformed rows (counted) instead of failing.")
 _JUDGE = flags.DEFINE_string("judge", None, "A causal LM directory to use as a generative judge.")
-_JUDGE_MODE = flags.DEFINE_enum("judge_mode", None, list(judge_files.MODES), "How the judge scores.")
-_SAMPLES = flags.DEFINE_integer("num_samples", 0, "Judge: sampled critiques per item (0: verdict "
-                                "probability, no sampling).")
+_JUDGE_MODE = flags.DEFINE_enum("judge_mode", None, list(judge_files.MODES),
+                                "How the judge scores.")
+_SAMPLES = flags.DEFINE_integer("num_samples", 0, "Judge: sampled critiques per item "
+                                "(0: the verdict probability, no sampling).")
 _AGGREGATION = flags.DEFINE_enum("aggregation", "mean_probability",
                                  ["mean_probability", "majority", "score_vote"],
                                  "Judge, pointwise with K >= 1: how critiques are combined.")

@@ -32,7 +32,8 @@ def main(argv):
   out = experiment.run(cfg, _WORKDIR.value)
   summary = {name: {"F1": round(r["processbench_f1"], 3),
                     f"BoN@{len(r['bon_accuracy'])}": round(r["bon_accuracy"][-1], 3),
-                    "BoN@1": round(r["bon_accuracy"][0], 3)} for name, r in out["verifiers"].items()}
+                    "BoN@1": round(r["bon_accuracy"][0], 3)}
+             for name, r in out["verifiers"].items()}
   print(json.dumps({"verifiers": summary, "claims": [(c["claim"], c["verdict"])
                                                      for c in out["claims"]]}, indent=1))
 

@@ -246,13 +246,15 @@ def evaluate_files_with_judge(paths: Sequence[str], fmt: str, judge, *, mode: st
   if mode not in MODES:
     raise ValueError(f"judge mode {mode!r}; expected one of {MODES}")
   if fmt not in JUDGE_EVALUATORS:
-    raise ValueError(f"cannot evaluate format {fmt!r} with a judge; known: {sorted(JUDGE_EVALUATORS)}")
+    raise ValueError(f"cannot evaluate format {fmt!r} with a judge; "
+                     f"known: {sorted(JUDGE_EVALUATORS)}")
   if (mode == "steps") != (fmt in STEP_FORMATS):
     raise ValueError(f"judge mode {mode!r} does not fit format {fmt!r}: step formats "
                      f"{STEP_FORMATS} need mode 'steps', pair formats {PAIR_FORMATS} "
                      "need 'pointwise' or 'pairwise'")
   if aggregation not in aggregate.AGGREGATORS:
-    raise ValueError(f"unknown aggregation {aggregation!r}; known: {sorted(aggregate.AGGREGATORS)}")
+    raise ValueError(f"unknown aggregation {aggregation!r}; "
+                     f"known: {sorted(aggregate.AGGREGATORS)}")
   if num_samples < 0:
     raise ValueError(f"num_samples must be >= 0, got {num_samples}")
   records, stats = _records(paths, fmt, strict)

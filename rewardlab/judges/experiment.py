@@ -78,7 +78,9 @@ def _sample_solutions(cfg, problems, n, seed):
   return texts
 
 
-def _item(problem, text):
+def labelled_solution(problem, text) -> dict:
+  """A solution text as the experiment's item: its lines, the checker's first wrong line,
+  whether it is complete (ends with its answer line) and right."""
   steps = judge_task.solution_steps(text)
   label = judge_task.first_wrong_line(problem, steps)
   complete = bool(steps) and steps[-1].startswith("A:")
@@ -97,26 +99,29 @@ def make_data(cfg, workdir):
   test = arithmetic.generate_problems(cfg.data.eval_problems, seed=cfg.seed + 1, num_ops=ops,
                                       split="test")
   train_texts = _sample_solutions(cfg, train, cfg.data.train_samples, cfg.seed)
-  items = [_item(p, t) for p, t in zip(np.repeat(train, cfg.data.train_samples), train_texts)]
+  items = [labelled_solution(p, t)
+           for p, t in zip(np.repeat(train, cfg.data.train_samples), train_texts)]
   rng = np.random.default_rng(cfg.seed)
   for p in train[:int(cfg.data.corrupt_fraction * len(train))]:
-    items.append(_item(p, arithmetic.corrupt_solution(p, rng)[0]))
+    items.append(labelled_solution(p, arithmetic.corrupt_solution(p, rng)[0]))
   items = [i for i in items if i["complete"] and i["steps"]]
   order = rng.permutation(len(items))
   eval_texts = _sample_solutions(cfg, test, cfg.eval.n_max, cfg.seed + 7)
-  evals = [_item(p, t) for p, t in zip(np.repeat(test, cfg.eval.n_max), eval_texts)]
+  evals = [labelled_solution(p, t) for p, t in zip(np.repeat(test, cfg.eval.n_max), eval_texts)]
   return _json(path, {"train": [items[i] for i in order], "eval": evals})
 
 
 # ----------------------------------------------------------------------------- verifiers
 
 
-def _initial_judge(cfg) -> JudgeModel:
-  config, params, _ = _policy(cfg)
+def initial_judge(policy_dir: str, *, seed: int = 0, max_positions: int = 192) -> JudgeModel:
+  """The policy as an (untrained) judge: its vocabulary grown by the verifier's characters
+  (`judge_task.VERIFIER_ALPHABET`) and its context to `max_positions`."""
+  config, params = rewardlab.load_pretrained(policy_dir)
   tok = judge_task.tokenizer()
   vocab = -(-tok.vocab_size // 8) * 8
-  config, params = judge_task.extend_vocabulary(config, params, vocab, jax.random.key(cfg.seed),
-                                                max_positions=cfg.verifier.max_positions)
+  config, params = judge_task.extend_vocabulary(config, params, vocab, jax.random.key(seed),
+                                                max_positions=max_positions)
   return JudgeModel(config, params, tok)
 
 
@@ -124,12 +129,13 @@ def _problem(key):
   return arithmetic.parse_prompt(key)
 
 
-def _examples(judge, items, cfg, *, tool=False, chains=None):
+def chain_examples(judge, items, max_length, *, tool=False, chains=None) -> list[dict]:
+  """SFT examples of items (`labelled_solution`) with the checker's chains (or `chains`)."""
   out = []
   for n, it in enumerate(items):
     chain = chains[n] if chains is not None else judge_task.chain_for(
         _problem(it["problem"]), it["steps"], tool=tool)
-    ex = training.chain_example(judge, it["prompt"], it["steps"], chain, cfg.verifier.max_positions)
+    ex = training.chain_example(judge, it["prompt"], it["steps"], chain, max_length)
     if ex is not None:
       out.append(ex)
   return out
@@ -160,13 +166,15 @@ def _sft(cfg, workdir, name, judge, examples, steps):
 
 
 def train_verifiers(cfg, workdir, data) -> dict[str, JudgeModel]:
-  init = _initial_judge(cfg)
+  init = initial_judge(cfg.policy_dir, seed=cfg.seed, max_positions=cfg.verifier.max_positions)
   train = data["train"]
   few = train[:cfg.few.labels]
   more = train[cfg.few.labels:cfg.few.labels + cfg.few.filter_labels]
   out = {"untrained": init}
-  out["sft"] = _sft(cfg, workdir, "sft", init, _examples(init, train, cfg), cfg.sft.steps)
-  out["sft_few"] = _sft(cfg, workdir, "sft_few", init, _examples(init, few, cfg), cfg.few.steps)
+  length = cfg.verifier.max_positions
+  out["sft"] = _sft(cfg, workdir, "sft", init, chain_examples(init, train, length), cfg.sft.steps)
+  out["sft_few"] = _sft(cfg, workdir, "sft_few", init, chain_examples(init, few, length),
+                        cfg.few.steps)
   # ThinkPRM: self-generated chains on labelled solutions, kept when their verdicts agree
   filtered_path = os.path.join(workdir, "filtered_chains.json")
   if not os.path.exists(filtered_path):
@@ -186,7 +194,7 @@ def train_verifiers(cfg, workdir, data) -> dict[str, JudgeModel]:
   chains = [judge_task.chain_for(_problem(i["problem"]), i["steps"]) for i in few] + \
       [k["chain"] for k in kept]
   out["filtered"] = _sft(cfg, workdir, "filtered", init,
-                         _examples(init, items, cfg, chains=chains), cfg.few.steps)
+                         chain_examples(init, items, length, chains=chains), cfg.few.steps)
   grpo_dir = os.path.join(workdir, "grpo", "verifier")
   if os.path.exists(os.path.join(grpo_dir, "config.json")):
     out["grpo"] = _load(grpo_dir)
@@ -204,7 +212,7 @@ def train_verifiers(cfg, workdir, data) -> dict[str, JudgeModel]:
           {"steps": g.steps, "seconds": time.time() - t0,
            "reward_first": history[0]["reward"], "reward_last": history[-1]["reward"]})
   if cfg.tool.enabled:
-    out["tool"] = _sft(cfg, workdir, "tool", init, _examples(init, train, cfg, tool=True),
+    out["tool"] = _sft(cfg, workdir, "tool", init, chain_examples(init, train, length, tool=True),
                        cfg.sft.steps)
   return out
 

@@ -30,8 +30,8 @@ from rewardlab import models
 from rewardlab.data.tokenizers import decode_sampled
 from rewardlab.sampling.generate import generate
 
-__all__ = ["JudgeModel", "Usage", "render_prompt", "encode_prompt", "verdict_token_ids", "verdict_sets",
-           "next_token_logits", "logits_at", "sample", "verdict_probability_from_logits",
+__all__ = ["JudgeModel", "Usage", "render_prompt", "encode_prompt", "verdict_token_ids",
+           "verdict_sets", "next_token_logits", "logits_at", "sample", "verdict_probability_from_logits",
            "sample_with_tool", "evaluate_expression"]
 
 
@@ -222,7 +222,8 @@ def sample(judge: JudgeModel, prompts: Sequence[Sequence[int]], num_samples: int
   out = generate(judge.config, judge.params, [list(p) for p in prompts],
                  max_new_tokens=min(_round_up(new, 16), room), temperature=float(temperature),
                  stop_tokens=(tok.eos_id,), stop_strings=tuple(stop_strings),
-                 decode_fn=functools.partial(decode_sampled, tok) if stop_strings else None, num_samples=int(num_samples),
+                 decode_fn=functools.partial(decode_sampled, tok) if stop_strings else None,
+                 num_samples=int(num_samples),
                  rng=rng, pad_id=tok.pad_id)
   completions = [ids[:new] for ids in out.completions()]
   usage = Usage(tokens_read=sum(len(p) for p in prompts),

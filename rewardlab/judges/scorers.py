@@ -94,7 +94,8 @@ class PointwiseJudgeScorer(_Counters):
                unparsed_score: float = 0.0, seed: int = 0, batch_size: int = 16):
     super().__init__(seed)
     if aggregation not in aggregate.AGGREGATORS:
-      raise ValueError(f"unknown aggregation {aggregation!r}; known: {sorted(aggregate.AGGREGATORS)}")
+      raise ValueError(f"unknown aggregation {aggregation!r}; "
+                       f"known: {sorted(aggregate.AGGREGATORS)}")
     self.judge, self.template = judge, template
     self.num_samples, self.aggregation = int(num_samples), aggregation
     self.temperature, self.max_new_tokens = float(temperature), int(max_new_tokens)
