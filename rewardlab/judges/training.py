@@ -6,7 +6,8 @@
 * `sft`: supervised fine-tuning on such examples (resumable through `train.loop.fit`).
 * `grpo`: GRPO of the judge (J1 / RM-R1): G sampled chains per labelled solution, reward 1
   when the chain's verdict (the first line it calls wrong, or none) matches the label, else
-  0; group advantages (`losses.advantages.group_advantages`) and the clipped surrogate
+  0 (`chain_reward`; for pairwise judging `pairwise_reward` pays only position-consistent
+  right verdicts); group advantages (`losses.advantages.group_advantages`) and the clipped surrogate
   (`losses.policy.clipped_surrogate_loss`), one update per batch (π_old = π).
 """
 from __future__ import annotations
@@ -99,6 +100,16 @@ def sft(judge: JudgeModel, examples: Sequence[dict], *, workdir: str, steps: int
 def chain_reward(chain: str, num_steps: int, label: int) -> float:
   """1 when the chain's claimed first wrong line (-1: none) equals the label, else 0."""
   return float(judge_task.first_error_of_chain(chain, num_steps) == label)
+
+
+def pairwise_reward(first_wins_ab: bool | None, first_wins_ba: bool | None,
+                    a_is_better: bool) -> float:
+  """J1's pairwise reward: 1 only when the verdicts in both orders name the better response
+  (so a judge that always picks one position earns nothing), else 0; an unparsed verdict
+  (None) earns 0."""
+  if first_wins_ab is None or first_wins_ba is None:
+    return 0.0
+  return float(first_wins_ab == a_is_better and first_wins_ba == (not a_is_better))
 
 
 def grpo(judge: JudgeModel, items: Sequence[tuple[str, list[str], int]], *, workdir: str,
