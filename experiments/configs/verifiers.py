@@ -29,24 +29,24 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.train_problems = 256
   c.data.train_samples = 4  # policy samples per training problem (temperature 1)
   c.data.corrupt_fraction = 0.5  # plus one checker-corrupted solution for this share of problems
-  c.data.eval_problems = 48
+  c.data.eval_problems = 32
 
   c.verifier = ml_collections.ConfigDict()
   c.verifier.max_positions = 192
 
   c.sft = ml_collections.ConfigDict()
-  c.sft.steps = 200
-  c.sft.batch_size = 32
-  c.sft.learning_rate = 1e-3
+  c.sft.steps = 100
+  c.sft.batch_size = 16
+  c.sft.learning_rate = 2e-3
 
   c.few = ml_collections.ConfigDict()
   c.few.labels = 32  # labelled solutions with checker chains (the cold start)
   c.few.filter_labels = 96  # labelled solutions whose self-generated chains are filtered
   c.few.filter_samples = 4
-  c.few.steps = 100
+  c.few.steps = 50
 
   c.grpo = ml_collections.ConfigDict()
-  c.grpo.steps = 20
+  c.grpo.steps = 10
   c.grpo.batch_size = 8
   c.grpo.group_size = 8
   c.grpo.learning_rate = 1e-4
