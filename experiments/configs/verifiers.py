@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.policy_dir = "experiments/assets/sft_policy"
   c.num_ops = (2, 3, 4)
   c.prm_dirs = ml_collections.ConfigDict()  # name -> saved PRM directory (optional)
+  c.policy_likelihood_prm = True  # also the untrained GenARM-form PRM (the policy's likelihood)
 
   c.data = ml_collections.ConfigDict()
   c.data.train_problems = 256

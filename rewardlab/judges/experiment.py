@@ -282,20 +282,35 @@ def evaluate_verifier(cfg, workdir, name, judge, data, *, num_samples=1, tempera
   return _json(path, out)
 
 
-def evaluate_prm(cfg, workdir, name, path_in, data):
+def evaluate_prm(cfg, workdir, name, model, data):
+  """Step probabilities of a PRM (`(config, params, tokenizer)` of `rewardlab.models.reward`)
+  on the held-out solutions, in the verifiers' raw format."""
   from rewardlab.models import reward
 
   path = os.path.join(workdir, "eval", f"{name}.json")
   if os.path.exists(path):
     return _json(path)
-  config, params, tok = reward.load_reward_model(path_in)
-  scorer = reward.ProcessScorer(config, params, tok, batch_size=64)
+  t0 = time.time()
+  scorer = reward.ProcessScorer(*model, batch_size=64)
   evals = data["eval"]
-  probs = scorer.score_steps([e["prompt"] for e in evals], [e["steps"] for e in evals])
-  out = {"name": name, "num_samples": 1, "tokens_read": scorer.tokens_scored,
-         "tokens_generated": 0, "unparsed_chains": 0, "samples": [[p.tolist()] for p in probs]}
+  probs = scorer.score_steps([e["prompt"] for e in evals], [e["steps"] or ["A:"] for e in evals])
+  out = {"name": name, "num_samples": 1, "seconds": time.time() - t0,
+         "tokens_read": scorer.tokens_scored, "tokens_generated": 0, "unparsed_chains": 0,
+         "samples": [[p.tolist()] for p in probs]}
   os.makedirs(os.path.dirname(path), exist_ok=True)
   return _json(path, out)
+
+
+def policy_likelihood_prm(policy_dir: str, *, beta: float = 1.0, bias: float = 2.0):
+  """The GenARM-form PRM at its start, before any training: step k's logit is `beta` x the
+  policy's log-likelihood of the solution up to step k plus `bias` (no labels used)."""
+  from rewardlab.models import reward
+
+  config, params = rewardlab.load_pretrained(policy_dir)
+  rm = reward.RewardModelConfig(backbone=config, head="process", process_form="genarm",
+                                beta=beta, step_bias=bias)
+  head = {"bias": np.array([bias], np.float32)}
+  return rm, {"backbone": params, "head": head}, load_tokenizer(policy_dir)
 
 
 def _summarize(raw, data, cfg, k=None):
@@ -330,11 +345,15 @@ def claims(per_problem, per_solution, slips, names, cfg) -> list[dict]:
     out.append({"claim": text, "a": a, "b": b, "metric": metric, **c,
                 "verdict": compare.verdict(c)})
 
-  prm = next((p for p in names if p.startswith("prm")), None)
+  prm = next((p for p in names if p.startswith("prm") and p != "prm_likelihood_untrained"), None)
   claim("a generative verifier trained on far fewer labels matches or beats a discriminative "
         "PRM (ThinkPRM)", "filtered", prm, f"best-of-{n + 1} accuracy per problem",
         per_problem["filtered"][n], per_problem[prm][n] if prm else None,
         "no PRM directory given (prm_dirs)")
+  claim("the few-label verifier beats the untrained GenARM-form PRM (the policy's likelihood)",
+        "filtered", "prm_likelihood_untrained", f"best-of-{n + 1} accuracy per problem",
+        per_problem["filtered"][n], per_problem.get("prm_likelihood_untrained", [None] * (n + 1))[n],
+        "policy_likelihood_prm is off")
   claim("the few-label verifier against the verifier trained on every label", "filtered", "sft",
         f"best-of-{n + 1} accuracy per problem", per_problem["filtered"][n], per_problem["sft"][n], "")
   kname = f"{cfg.compute_curve.verifier}@K{cfg.compute_curve.max_k}"
@@ -368,8 +387,14 @@ def run(cfg, workdir: str) -> dict:
   raws = {}
   for name, judge in verifiers.items():
     raws[name] = evaluate_verifier(cfg, workdir, name, judge, data, tool=name == "tool")
+  from rewardlab.models import reward
+
   for name, path in dict(cfg.prm_dirs).items():
-    raws[f"prm_{name}"] = evaluate_prm(cfg, workdir, f"prm_{name}", path, data)
+    model = reward.load_reward_model(path)
+    raws[f"prm_{name}"] = evaluate_prm(cfg, workdir, f"prm_{name}", model, data)
+  if cfg.policy_likelihood_prm:
+    raws["prm_likelihood_untrained"] = evaluate_prm(cfg, workdir, "prm_likelihood_untrained",
+                                                    policy_likelihood_prm(cfg.policy_dir), data)
   results, per_problem, per_solution, slips = {}, {}, {}, {}
   for name, raw in raws.items():
     results[name], per_solution[name], bon = _summarize(raw, data, cfg)
