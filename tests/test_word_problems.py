@@ -1,7 +1,6 @@
 """GSM8K-format word problems: determinism, splits, the reader round trip, step checking."""
 import json
 
-import numpy as np
 import pytest
 
 from rewardlab.tasks import MathProblem, MathTask, arithmetic, source
