@@ -116,7 +116,7 @@ def test_genarm_trains_from_user_files_and_a_pretrained_backbone(tmp_path):
   """data.source='files' reads jsonl like any user file; init_from loads an HF directory."""
   rows = [{"prompt": f"Q:{a}+{b}\n", "chosen": f"{a}+{b}={a + b}\nA:{a + b}\n",
            "rejected": f"{a}+{b}={a + b + 1}\nA:{a + b + 1}\n"} for a in range(4) for b in range(4)]
-  rows.append({"prompt": "Q:1+1\n", "chosen": "1+1=2\n" * 40, "rejected": "x"})  # too long
+  rows.append({"prompt": "Q:1+1\n", "chosen": "1+1=2\n" * 40, "rejected": "1+1=3\n"})  # too long
   files = {}
   for split in ("train", "eval"):
     files[split] = tmp_path / f"{split}.jsonl"
