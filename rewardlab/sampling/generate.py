@@ -1,10 +1,13 @@
-"""Batched autoregressive sampling with a preallocated KV cache, all under one `jit`.
+"""Batched autoregressive sampling with a preallocated KV cache, in two `jit`s.
 
 Prefill runs once per prompt (a right-padded batch of prompts of any lengths) and only
 the last prompt position is unembedded; the prompt cache is then repeated for the
-`num_samples` samples of each prompt, and one `lax.while_loop` decodes until every row
-has stopped or `max_new_tokens` tokens exist (the loop exits as soon as all rows are
-done; `GenerateOutput.num_steps` says how many positions it ran).
+`num_samples` samples of each prompt (first jit), and one `lax.while_loop` decodes until
+every row has stopped or `max_new_tokens` tokens exist (second jit; the loop exits as
+soon as all rows are done; `GenerateOutput.num_steps` says how many positions it ran).
+The decode loop is compiled per number of rows (prompts x samples), not per split of the
+rows into prompts and samples: calls with 1 x 8, 2 x 4 or 8 x 1 rows share it and only
+recompile the cheaper prefill.
 
 Randomness is per row: row `r` (= prompt `i * num_samples + sample`) draws its token at
 step `t` with `fold_in(fold_in(rng, r), t)`. A row's draws therefore depend only on
@@ -120,24 +123,30 @@ def _prefill(config, params, prompt_tokens, prompt_lengths, slots: int):
   return cache, models.unembed(config, params, last)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "num_samples",
-                                              "sampling", "pad_id", "cache_chunk"))
-def _generate(params, prompt_tokens, prompt_lengths, rng, row_stops, table, *,
-              config: TransformerConfig, max_new_tokens: int, num_samples: int,
-              sampling: SamplingParams, pad_id: int, cache_chunk: int | None):
-  """prompt_tokens [P, W] right padded, prompt_lengths [P]; row_stops per prompt:
-  "tokens" [P, S] (-1 = none) and, with stop strings, "active" [P, N] (which of the N
-  strings apply) next to their transition `table` [N, V, L] (else None).
+@functools.partial(jax.jit, static_argnames=("config", "num_samples", "slots"))
+def _prefill_rows(params, prompt_tokens, prompt_lengths, *, config: TransformerConfig,
+                  num_samples: int, slots: int):
+  """The cache [P * num_samples, ..., slots, ...] and last logits of the prompts
+  (prompt_tokens [P, W] right padded, prompt_lengths [P]), each prompt prefilled once and
+  repeated for its samples (row i * num_samples + s)."""
+  cache, logits = _prefill(config, params, prompt_tokens, prompt_lengths, slots)
+  repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
+  return _constrain_cache(jax.tree.map(repeat, cache)), repeat(logits)
+
+
+def _decode(params, cache, logits, rng, row_stops, table, *, config: TransformerConfig,
+            max_new_tokens: int, width: int, sampling: SamplingParams, pad_id: int,
+            cache_chunk: int | None):
+  """cache / logits [B, ...] from `_prefill_rows` (prompt width W = `width`); row_stops
+  per row: "tokens" [B, S] (-1 = none) and, with stop strings, "active" [B, N] (which of
+  the N strings apply) next to their transition `table` [N, V, L] (else None).
 
   Decode step t (>= 1) writes token t-1 at slot `length + t - 1`, so a segment ending at
-  step e needs W + e - 1 cache slots; each segment attends over only those.
+  step e needs W + e - 1 cache slots; each segment attends over only those. Returns the
+  final cache too, so that with one segment the input cache's buffers are reused for it
+  (donated, see `_DECODE`) instead of held next to a copy.
   """
-  width = prompt_tokens.shape[1]
   ends = segment_ends(max_new_tokens, cache_chunk)
-  cache, logits = _prefill(config, params, prompt_tokens, prompt_lengths, width + ends[0] - 1)
-  # Every sample of a prompt starts from the prompt's cache.
-  repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
-  cache, logits, row_stops = jax.tree.map(repeat, (cache, logits, row_stops))
   batch = logits.shape[0]
   keys = row_keys(rng, batch)
   num_strings = 0 if table is None else table.shape[0]
@@ -162,7 +171,13 @@ def _generate(params, prompt_tokens, prompt_lengths, rng, row_stops, table, *,
       cache = _grow_cache(cache, width + end - 1)
     cond = lambda carry, end=end: (carry[0] < end) & ~jnp.all(carry[1]["done"])
     step, rows, cache = jax.lax.while_loop(cond, body, (step, rows, cache))
-  return {k: rows[k] for k in ("tokens", "lengths", "logprobs", "stopped")}, step
+  return {k: rows[k] for k in ("tokens", "lengths", "logprobs", "stopped")}, step, cache
+
+
+_DECODE_STATIC = ("config", "max_new_tokens", "width", "sampling", "pad_id", "cache_chunk")
+# Keyed by "the cache keeps its shape" (one segment): then its buffers are donated and reused.
+_DECODE = {True: jax.jit(_decode, static_argnames=_DECODE_STATIC, donate_argnames=("cache",)),
+           False: jax.jit(_decode, static_argnames=_DECODE_STATIC)}
 
 
 def pad_prompts(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 16,
@@ -278,14 +293,21 @@ def generate(config: TransformerConfig, params, prompts: Sequence[Sequence[int]]
                      f"{config.max_position_embeddings}")
   row_stops, table = _stop_arrays(config, num_prompts, num_rows, stop_tokens, stop_strings,
                                   decode_fn)
-  inputs = sharding.shard_batch({"tokens": tokens, "lengths": lengths, "stops": row_stops},
-                                mesh)
+  # Every sample of a prompt stops as the prompt says (rows i * num_samples + s).
+  row_stops = {k: np.repeat(v, num_samples, axis=0) for k, v in row_stops.items()}
+  inputs = sharding.shard_batch({"tokens": tokens, "lengths": lengths}, mesh)
+  row_stops = sharding.shard_batch(row_stops, mesh)
   table = None if table is None else jnp.asarray(table)
+  width = tokens.shape[1]
+  slots = width + segment_ends(int(max_new_tokens), cache_chunk)[0] - 1
   with sharding.use_mesh(mesh):
-    out, steps = _generate(params, inputs["tokens"], inputs["lengths"], rng, inputs["stops"],
-                           table, config=config, max_new_tokens=int(max_new_tokens),
-                           num_samples=int(num_samples), sampling=sampling,
-                           pad_id=int(pad_id), cache_chunk=cache_chunk)
+    cache, logits = _prefill_rows(params, inputs["tokens"], inputs["lengths"], config=config,
+                                  num_samples=int(num_samples), slots=slots)
+    one_segment = len(segment_ends(int(max_new_tokens), cache_chunk)) == 1
+    out, steps, _ = _DECODE[one_segment](
+        params, cache, logits, rng, row_stops, table, config=config,
+        max_new_tokens=int(max_new_tokens), width=width, sampling=sampling, pad_id=int(pad_id),
+        cache_chunk=cache_chunk)
   out = jax.device_get(out)
   keep = num_prompts * num_samples
   return GenerateOutput(tokens=np.asarray(out["tokens"][:keep]),
