@@ -63,3 +63,9 @@ class MetricsLogger:
 def read_jsonl(path: str) -> list[dict]:
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def append_jsonl(path: str, record: dict) -> None:
+  """Append `record` as one JSON line to `path` (created if missing)."""
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")

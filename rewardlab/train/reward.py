@@ -386,7 +386,7 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
                     tokens_per_step=cfg.train.batch_size * objective.sequences * length,
                     log_every=cfg.train.log_every, checkpoint_every=cfg.train.checkpoint_every,
                     mesh=mesh, stop_after=stop_after, desc=f"rm-{cfg.kind}",
-                    progress=cfg.progress, extra_metrics=lambda s: {"lr": float(schedule(s))})
+                    progress=cfg.progress, extra_metrics=lambda s, _: {"lr": float(schedule(s))})
   if not result.finished:
     return {"stopped_at": int(result.state.step)}
 
