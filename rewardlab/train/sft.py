@@ -22,6 +22,7 @@ from rewardlab import models, sharding
 from rewardlab.data import pipeline
 from rewardlab.data.tokenizers import CharTokenizer, load_tokenizer
 from rewardlab.models.config import TransformerConfig
+from rewardlab.models.reward import save_tokenizer
 from rewardlab.rl.evaluation import accuracy_by_num_ops, greedy_correct
 from rewardlab.tasks import ArithmeticTask, arithmetic, problem_sets
 from rewardlab.train import loop
@@ -82,7 +83,7 @@ def test_problems(cfg: ml_collections.ConfigDict) -> list[arithmetic.Problem]:
 
 def save_policy(path: str, config: TransformerConfig, params, tokenizer) -> None:
   rewardlab.save_pretrained(path, config, params)
-  tokenizer.save(path)
+  save_tokenizer(tokenizer, path)  # char or Hugging Face
 
 
 def load_policy(path: str, **kwargs):
