@@ -1,5 +1,6 @@
 """The end-to-end experiment: SFT policy -> rollouts -> step labels -> reward models ->
-test-time scaling -> GRPO -> report, on the synthetic arithmetic task.
+test-time scaling -> GRPO -> report, on the synthetic arithmetic task (the `task` section,
+`rewardlab.tasks.source`, sets its generation: `task.num_ops`, `task.operand_max`).
 
 Every stage writes into `<workdir>/<stage>/` and is skipped when done; an interrupted
 stage resumes (see `rewardlab.stages`). The report is `<workdir>/report/report.md`
@@ -38,7 +39,7 @@ from rewardlab import stages as stages_lib  # noqa: E402
 from rewardlab.sampling import score  # noqa: E402
 from rewardlab.search import completer as completer_lib  # noqa: E402
 from rewardlab.rl import run as rl_run  # noqa: E402
-from rewardlab.tasks import arithmetic, problem_sets, rm_data  # noqa: E402
+from rewardlab.tasks import arithmetic, problem_sets, rm_data, source  # noqa: E402
 from rewardlab.train import label_steps, reward, sft, tts  # noqa: E402
 
 log = std_logging.getLogger(__name__)
@@ -80,8 +81,12 @@ def _set(c, **fields):
 
 
 def _problems(num: int, seed: int, cfg, split: str) -> list[arithmetic.Problem]:
-  return arithmetic.generate_problems(num, seed=seed, num_ops=tuple(cfg.num_ops),
-                                      operand_max=cfg.operand_max, split=split)
+  return source.build(cfg.task).problems(split, num, seed)
+
+
+def _task_fields(cfg) -> dict:
+  """The pipeline's task section as `_set` fields of a stage's config (`task__name=...`)."""
+  return {f"task__{k}": v for k, v in cfg.task.items()}
 
 
 def _true_step_labels(problem: arithmetic.Problem, text: str) -> dict | None:
@@ -207,8 +212,7 @@ def stage_labels(cfg):
     c = _set(c, seed=cfg.seed, progress=cfg.progress, compilation_cache_dir="",
              completer="policy", policy_dir=inputs["sft"]["policy_dir"],
              methods=("mc", "omegaprm"), num_solutions=lab.num_solutions,
-             data__num_problems=lab.num_problems, data__num_ops=tuple(cfg.num_ops),
-             data__operand_max=cfg.operand_max, data__seed=cfg.seed + 13,
+             data__num_problems=lab.num_problems, data__seed=cfg.seed + 13, **_task_fields(cfg),
              mc__num_completions=lab.mc_completions,
              mc__quality_levels=levels(lab.mc_completions, (1, 2, 4, 8, 16)),
              omegaprm__rollouts_per_state=lab.omegaprm_rollouts_per_state,
@@ -291,8 +295,7 @@ def stage_tts(cfg):
   def fn(stage_dir, inputs):
     c = _set(tts_config.get_config().unlock(), seed=cfg.seed, progress=cfg.progress,
              policy_dir=inputs["sft"]["policy_dir"], methods=tuple(t.methods), n_max=t.n_max,
-             problems__num=t.num_problems, problems__seed=t.problem_seed,
-             problems__num_ops=tuple(cfg.num_ops), problems__operand_max=cfg.operand_max,
+             problems__num=t.num_problems, problems__seed=t.problem_seed, **_task_fields(cfg),
              reward__outcome_dir=inputs["rm_orm"]["reward_model_dir"],
              reward__process_dir=inputs["rm_prm"]["reward_model_dir"],
              reward__guide_dirs=(inputs["rm_genarm"]["reward_model_dir"],),
@@ -314,16 +317,14 @@ def stage_rl(cfg):
   def fn(stage_dir, inputs):
     policy_dir = inputs["sft"]["policy_dir"]
     c = _set(rl_grpo.get_config().unlock(), seed=cfg.seed, progress=cfg.progress,
-             policy_dir=policy_dir, task__num_ops=tuple(cfg.num_ops),
-             task__operand_max=cfg.operand_max, rollout__batch_size=r.rollout_batch,
+             policy_dir=policy_dir, **_task_fields(cfg), rollout__batch_size=r.rollout_batch,
              rollout__update_groups=r.update_groups, rollout__group_size=r.group_size,
              optim__learning_rate=r.learning_rate, train__steps=r.steps,
              train__eval_every=r.eval_every, train__checkpoint_every=r.eval_every,
              eval__num_per_k=r.eval_num_per_k)
     results = rl_run.run(c, stage_dir)
     problems = problem_sets.held_out(  # the held-out set of rl's own evaluation
-        problem_sets.arithmetic_source(cfg.num_ops, cfg.operand_max), seed=c.seed,
-        num_per_k=c.eval.num_per_k)
+        source.build(c.task), seed=c.seed, num_per_k=c.eval.num_per_k)
     start, final = (dict(results[k]) for k in ("start", "final"))
     with open(os.path.join(stage_dir, "pass1_per_problem.json"), "w") as f:
       json.dump({"problems": [p.key for p in problems], "before": start.pop("greedy_correct"),
@@ -343,6 +344,11 @@ def stage_report(cfg, workdir: str):
 
 
 def build_stages(cfg, workdir: str) -> list[stages_lib.Stage]:
+  if cfg.task.name != "arithmetic":
+    raise ValueError(f"task.name={cfg.task.name!r}: the pipeline runs the synthetic arithmetic "
+                     "task (its rollouts and labels stages check arithmetic steps); run tts.py / "
+                     "rl.py on problem files instead")
+  source.build(cfg.task)  # a bad task section fails before any stage runs
   return [stage_sft(cfg), stage_rollouts(cfg), stage_labels(cfg), stage_rm(cfg, "rm_orm", "bt"),
           stage_rm(cfg, "rm_prm", "prm"), stage_rm(cfg, "rm_genarm", "genarm"), stage_tts(cfg),
           stage_rl(cfg), stage_report(cfg, workdir)]

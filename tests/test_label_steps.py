@@ -111,7 +111,7 @@ def test_policy_completer_end_to_end(tmp_path):
                   tok)
   cfg = label_config.tiny().unlock()
   cfg.completer, cfg.policy_dir = "policy", str(tmp_path / "policy")
-  cfg.data.num_problems, cfg.data.num_ops, cfg.problems_per_batch = 2, (2,), 2
+  cfg.data.num_problems, cfg.task.num_ops, cfg.problems_per_batch = 2, (2,), 2
   cfg.num_solutions, cfg.mc.num_completions, cfg.mc.quality_levels = 2, 2, (1, 2)
   cfg.omegaprm.rollouts_per_state, cfg.omegaprm.rollout_budget = 2, 8
   cfg.omegaprm.quality_levels = (4,)
@@ -130,3 +130,13 @@ def test_bad_config_is_rejected(tmp_path):
   cfg.completer, cfg.policy_dir = "policy", str(tmp_path / "missing")
   with pytest.raises(ValueError, match="is not a directory"):
     label_steps.run(cfg.lock(), str(tmp_path))
+  cfg = label_config.tiny().unlock()
+  cfg.task.name, cfg.task.train_files = "math", "tests/fixtures/gsm8k.jsonl"
+  with pytest.raises(ValueError, match="task.name='math': the Monte-Carlo and OmegaPRM labellers"):
+    label_steps.run(cfg.lock(), str(tmp_path))
+
+
+def test_problems_come_from_the_task_section():
+  cfg = label_config.tiny()
+  assert label_steps.label_problems(cfg) == arithmetic.generate_problems(
+      4, seed=2000, num_ops=(3,), operand_max=99, split="train")

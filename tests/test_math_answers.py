@@ -33,6 +33,11 @@ def test_extract_boxed(text, expected):
     ("1,234,567 people", "1234567"),
     ("no digits", None),
     ("", None),
+    ("1. Add: 14 + 8 = 22 pencils.\n2. So the answer is 22.\n3. To check", "22"),  # list markers
+    ("Step 1: 14 + 8 = 22\nStep 2: check", "22"),
+    ("The answer is\n5.", "5"),                    # a number alone on its line is an answer
+    ("3.5 apples each", "3.5"),
+    ("  2) then 7 more", "7"),
 ])
 def test_extract_last_number(text, expected):
   assert ma.extract_last_number(text) == expected

@@ -104,3 +104,18 @@ def test_bad_label_settings_raise():
     cfg.labels.train_on = ("human",)
     with pytest.raises(ValueError, match="labels.train_on"):
         pipeline.build_stages(cfg.lock(), "unused")
+
+
+def test_the_task_section_sets_the_problems_of_every_stage():
+    cfg = pipeline_config.tiny().unlock()
+    cfg.task.operand_max = 20
+    cfg = cfg.lock()
+    assert pipeline._problems(5, 11, cfg, "train") == pipeline.arithmetic.generate_problems(
+        5, seed=11, num_ops=(2,), operand_max=20, split="train")
+    fields = pipeline._task_fields(cfg)
+    assert fields["task__num_ops"] == (2,) and fields["task__operand_max"] == 20
+    assert set(fields) == {f"task__{k}" for k in pipeline_config.source.config()}
+    cfg = pipeline_config.tiny().unlock()
+    cfg.task.name, cfg.task.eval_files = "math", "tests/fixtures/gsm8k.jsonl"
+    with pytest.raises(ValueError, match="the pipeline runs the synthetic arithmetic task"):
+        pipeline.build_stages(cfg.lock(), "unused")

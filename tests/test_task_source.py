@@ -71,8 +71,9 @@ def test_templates_and_prompt_answer_verbatim():
   problem = MathProblem("What is 2+2?", "4")
   src = source.build(math_cfg(template="Q: {question}\nA:"))
   assert src.prompt(problem) == "Q: What is 2+2?\nA:"
-  src = source.build(math_cfg(format="prompt_answer"))
+  src = source.build(math_cfg(format="prompt_answer", step_separator="\n\n"))
   assert src.prompt(problem) == "What is 2+2?"
+  assert src.step_separator == src.task.step_separator == "\n\n"
 
 
 def test_chat_template_applied_by_the_tokenizer(chat_tokenizer):

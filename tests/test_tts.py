@@ -11,6 +11,7 @@ from rewardlab import models
 from rewardlab.data.tokenizers import CharTokenizer
 from rewardlab.search.methods import Scorers
 from rewardlab.search.policy import LMPolicy
+from rewardlab.tasks import MathProblem, MathTask
 from rewardlab.train import sft, tts
 
 TOK = CharTokenizer.for_arithmetic()
@@ -140,3 +141,48 @@ def test_reward_suffix_pins_the_scorer_of_best_of_n(tmp_path):
     skipped = tts.run(_config(methods=("best_of_n_orm",)), str(tmp_path / "s"), policy=POLICY,
                       scorers=Scorers(process=oracle))["skipped"]
     assert "outcome" in skipped["best_of_n_orm"]
+
+
+# ----------------------------------------------------------------------------- math tasks
+
+WORD_PROBLEM = MathProblem("Mia has 3 apples. She buys 4 more. Then she has 2 times as many.",
+                           "14", ("7", "14"))
+
+
+def test_task_oracle_scores_math_solutions_by_their_claims():
+    oracle = tts.TaskOracle(MathTask(), {"P": WORD_PROBLEM})
+    got = oracle.score_steps(["P"] * 4, [["3 + 4 = 7", "7 * 2 = 15"], ["3 + 4 = 7"],
+                                         ["3 + 4 = 7", "7 * 2 = 14", "#### 14"],
+                                         ["She buys 4 more.", "#### 15"]])
+    assert [g.tolist() for g in got] == [[1.0, 0.0], [1.0], [1.0, 1.0, 1.0], [1.0, 0.0]]
+    assert oracle.score(["P", "P"], ["7 * 2 = 14\n#### 14", "\\boxed{15}"]).tolist() == [1, 0]
+    with pytest.raises(KeyError, match="no problem for the prompt"):
+        oracle.score(["Q"], ["#### 14"])
+
+
+@pytest.mark.slow
+def test_math_files_with_a_local_hf_model_and_its_chat_template(tmp_path):
+    from hf_models import make_model, save_model
+    from test_tokenizers import _save_bpe
+    from test_task_source import CHAT_TEMPLATE
+
+    model_dir = tmp_path / "model"
+    tokenizer = _save_bpe(model_dir, chat_template=CHAT_TEMPLATE)
+    save_model(make_model("llama", vocab_size=len(tokenizer)), model_dir)
+    rows = [{"question": "Mia has 3 apples and buys 4 more.", "answer": "3 + 4 = 7\n#### 7",
+             "intermediates": [7]},
+            {"question": "Ravi has 5 coins and loses 2.", "answer": "5 - 2 = 3\n#### 3",
+             "intermediates": [3]}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tts_config.tiny().unlock()
+    cfg.task.update(dict(name="math", eval_files=str(tmp_path / "test.jsonl"),
+                         template="{question}"))
+    cfg.policy_dir, cfg.reward.oracle, cfg.problems.num = str(model_dir), True, 0
+    cfg.methods = ("majority", "best_of_n")  # best-of-N by the oracle PRM on chat prompts
+    out = tts.run(cfg.lock(), str(tmp_path / "run"))
+    assert out["num_problems"] == 2 and out["skipped"] == {}
+    assert out["task"] == {"name": "math", "eval_files": str(tmp_path / "test.jsonl"),
+                           "chat_template": True, "skipped_rows": {str(tmp_path / "test.jsonl"): 0}}
+    for m in out["methods"].values():
+        assert np.asarray(m["per_problem_correct"]).shape == (2, 2)
+        assert m["tokens_generated"][0] > 0

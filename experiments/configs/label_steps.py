@@ -14,14 +14,18 @@ Expected: (measured with the 2,000-step SFT policy, 80% of its T=1 samples right
 
 import ml_collections
 
+from rewardlab.tasks import source
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.progress = True
+  c.task = source.config()  # the problems (rewardlab/tasks/source.py); the labellers of
+                            # rewardlab.search check outcomes of the arithmetic task only
   c.compilation_cache_dir = "runs/jax_cache"  # persistent XLA cache ("" = off): reruns skip compiles
   c.completer = "policy"             # "policy" (SFT policy at policy_dir) or "scripted"
-  c.policy_dir = "runs/sft/policy"
+  c.policy_dir = "runs/sft/policy"  # an SFT policy or any local Hugging Face model directory
   c.scripted_fail_probs = (0.1, 0.15, 0.2, 0.25)  # per-step slip probabilities ("scripted")
   c.methods = ("mc", "omegaprm")
   c.num_solutions = 8                # policy samples labelled per problem (temperature 1)
@@ -29,10 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.num_problems = 200
-  c.data.seed = 2000
-  c.data.num_ops = (2, 3, 4)
-  c.data.operand_max = 99
-  c.data.split = "train"             # "train", "test" or "" for both
+  c.data.seed = 2000                 # arithmetic generation only
+  c.data.split = "train"             # "train", "test" or "" for both (arithmetic only)
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.temperature = 1.0
@@ -64,7 +66,7 @@ def tiny() -> ml_collections.ConfigDict:
   c.num_solutions = 4
   c.problems_per_batch = 1
   c.data.num_problems = 4
-  c.data.num_ops = (3,)
+  c.task.num_ops = (3,)
   c.mc.num_completions = 4
   c.mc.quality_levels = (1, 2, 4)
   c.omegaprm.rollouts_per_state = 4

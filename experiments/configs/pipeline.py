@@ -18,14 +18,17 @@ Runtime:  see README (measured on the 2-core CPU); `--from_scratch` adds the SFT
 
 import ml_collections
 
+from rewardlab.tasks import source
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.progress = True
   c.compilation_cache = True  # persistent XLA cache in <workdir>/jax_cache: reruns skip compiles
-  c.num_ops = (2, 3, 4)
-  c.operand_max = 99
+  # The problems of every stage (rewardlab/tasks/source.py): the synthetic task only, since
+  # the rollouts and labels stages check arithmetic steps exactly.
+  c.task = source.config()
 
   c.sft = ml_collections.ConfigDict()
   c.sft.from_scratch = False
@@ -93,7 +96,7 @@ def tiny() -> ml_collections.ConfigDict:
   c = get_config().unlock()
   c.progress = False
   c.compilation_cache = False
-  c.num_ops = (2,)
+  c.task.num_ops = (2,)
   c.rollouts.num_train_problems, c.rollouts.num_eval_problems = 16, 8
   c.rollouts.samples, c.rollouts.max_new_tokens = 4, 40
   c.labels.num_problems, c.labels.num_solutions = 2, 2

@@ -9,6 +9,10 @@ Run:      python experiments/tts.py --config experiments/configs/tts.py --workdi
             --config.reward.outcome_dir=runs/rm_bt/reward_model \
             --config.reward.process_dir=runs/rm_prm/reward_model \
             --config.reward.guide_dirs="('runs/rm_genarm/reward_model',)"
+          On GSM8K-format files with a local Hugging Face model (its own tokenizer and chat
+          template): --config.policy_dir=<hf dir> --config.task.name=math
+            --config.task.format=gsm8k --config.task.eval_files=test.jsonl
+            --config.problems.num=200 --config.sampling.max_new_tokens=256
 Runtime:  ~10-20 minutes on a 2-core CPU for 100 problems and N_max = 16 (beam search and
           DVTS run once per N and dominate; each new prompt width compiles once). Measured:
           16 problems, N_max = 8, 6 methods: 2 minutes on a busy 2-core machine.
@@ -24,26 +28,27 @@ Expected: accuracy rises with N for the reward-guided methods. With the oracle v
 
 import ml_collections
 
+from rewardlab.tasks import source
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.progress = True
-  c.task = "arithmetic"
-  c.policy_dir = ""  # an SFT policy directory: <sft workdir>/policy
+  c.task = source.config()  # problems and prompts (rewardlab/tasks/source.py); the test split
+  c.policy_dir = ""  # an SFT policy directory (<sft workdir>/policy) or any local HF model dir
   c.methods = ("majority", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "qalign",
                "genarm")
   c.n_max = 16
   c.batch_size = 64  # prompts per policy call when drawing N_max samples
 
   c.problems = ml_collections.ConfigDict()
-  c.problems.num = 100
-  c.problems.seed = 4242
-  c.problems.num_ops = (2, 3, 4)
-  c.problems.operand_max = 99
+  c.problems.num = 100  # held-out problems (task split "test"); files: 0 = all
+  c.problems.seed = 4242  # arithmetic generation only
 
   c.reward = ml_collections.ConfigDict()
-  c.reward.oracle = False  # exact verifiers of the arithmetic task as ORM and PRM
+  c.reward.oracle = False  # exact verifiers of the task as ORM and PRM (math: the PRM needs
+                           # per-step intermediates, as in word_problems files)
   c.reward.outcome_dir = ""
   c.reward.process_dir = ""
   c.reward.guide_dirs = ()  # GenARM reward LMs for guided decoding
@@ -90,7 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
 def tiny() -> ml_collections.ConfigDict:
   """A seconds-long variant for tests (a random policy is passed in by the test)."""
   c = get_config().unlock()
-  c.problems.num, c.problems.num_ops = 2, (2,)
+  c.problems.num, c.task.num_ops = 2, (2,)
   c.n_max, c.batch_size = 2, 2
   c.sampling.max_new_tokens = 12
   c.genarm.temperature = 1.0  # the shapes of the plain draw: no extra compile

@@ -100,10 +100,12 @@ DEFAULT_MATH_TEMPLATE = ("{question}\nPlease reason step by step, and put your f
 @dataclasses.dataclass(frozen=True)
 class MathTask:
   """Free-form math; answers are read by ``extract_math_answer`` and compared by
-  ``answers_equal`` (math-verify). ``template`` formats ``{question}``."""
+  ``answers_equal`` (math-verify). ``template`` formats ``{question}``;
+  ``step_separator`` splits a solution into steps for :meth:`first_wrong_step`."""
 
   template: str = DEFAULT_MATH_TEMPLATE
   name: str = "math"
+  step_separator: str = "\n"
 
   def prompt(self, problem: MathProblem) -> str:
     return self.template.format(question=problem.question)
@@ -117,6 +119,49 @@ class MathTask:
   def is_correct(self, completion: str, problem: MathProblem) -> bool:
     pred = math_answers.extract_math_answer(completion)
     return math_answers.answers_equal(pred, problem.answer)
+
+  def first_wrong_step(self, completion: str, problem: MathProblem, *,
+                       finished: bool = True) -> int:
+    """Process label (ProcessBench convention): earliest wrong step, -1 if none.
+
+    Needs ``problem.intermediates`` (the expected result of each reference step,
+    v_0 ... v_{K-1}; ValueError without them). The steps are the non-blank pieces of
+    ``completion`` split at ``step_separator``, indexed from 0. A step's claims are
+    the numbers written right after its ``=`` signs (:func:`math_answers.equation_results`),
+    in order. With v_k the first result not reached yet, a claim is right when it is
+    a value already known (a number of the question or a result already reached, as
+    in ``x = 37 + 45 = 82``), or else some v_j with j >= k (then k = j + 1: steps may
+    be merged, e.g. ``82 * 3 - 12 = 234``); otherwise the step is wrong. A step without ``=``
+    claims nothing and is not wrong by itself. The answer step is the first one
+    with ``####`` or ``\\boxed`` (later steps are ignored), or else the last step: when
+    no earlier step is wrong, it is wrong iff its answer (:meth:`is_correct` on
+    that step, or on the whole completion when no step is marked) is wrong. Skipped
+    computations are not held against a right answer. An empty completion is wrong
+    at step 0. ``finished=False`` reads a partial solution (a search prefix): without
+    an answer step nothing but a wrong claim counts, and an empty one is -1.
+    """
+    if problem.intermediates is None:
+      raise ValueError("first_wrong_step needs the problem's per-step intermediates "
+                       "(e.g. from rewardlab.tasks.word_problems files)")
+    expected = [math_answers.canonical_answer(v) for v in problem.intermediates]
+    known = {math_answers.canonical_answer(n) for n in math_answers.numbers(problem.question)}
+    steps = [s for s in completion.split(self.step_separator) if s.strip()]
+    if not steps:
+      return 0 if finished else -1
+    k = 0
+    for i, step in enumerate(steps):
+      for claim in map(math_answers.canonical_answer, math_answers.equation_results(step)):
+        if claim in known:
+          continue
+        if claim not in expected[k:]:
+          return i
+        k += expected[k:].index(claim) + 1
+        known.update(expected[:k])
+      if "####" in step or math_answers.extract_boxed(step) is not None:
+        return -1 if self.is_correct(step, problem) else i
+    if not finished:
+      return -1
+    return -1 if self.is_correct(completion, problem) else len(steps) - 1
 
 
 TASKS: dict[str, Callable[..., Task]] = {"arithmetic": ArithmeticTask, "math": MathTask}

@@ -23,6 +23,7 @@ _NUMBER_RE = re.compile(
     r"|(?:(?<![\w)\]}])-)?(?<![\d.])\.\d+"      # .5
 )
 _GSM8K_MARKER = "####"
+_LIST_MARKER_RE = re.compile(r"(?m)^[ \t]*(?:[Ss]tep[ \t]+\d+[ \t]*[:.)]|\d+[.)](?=[ \t]+\S))")
 _PLAIN_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|-?\.\d+")
 _FRAC_RE = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}")
 _FRAC_SHORT_RE = re.compile(r"(-?)\\[dt]?frac(\d)(\d)")
@@ -64,8 +65,10 @@ def extract_last_number(text: str) -> str | None:
   """The number after the last ``####`` if present, else the last number in ``text``.
 
   Handles thousands separators (``1,234`` -> ``1234``), signs (``-3``, but the
-  ``3`` of ``5-3``), decimals and the unicode minus. Returns the number as text
-  without separators, or None.
+  ``3`` of ``5-3``), decimals and the unicode minus. List markers that start a line
+  and are followed by text (``5. Add the ...``, ``2) ...``, ``Step 3: ...``) are not
+  answers and are skipped, so a solution cut off after ``5. To find`` has no answer
+  ``5``. Returns the number as text without separators, or None.
   """
   text = text.replace("\u2212", "-")
   marker = text.rfind(_GSM8K_MARKER)
@@ -73,8 +76,30 @@ def extract_last_number(text: str) -> str | None:
     match = _NUMBER_RE.search(text, marker + len(_GSM8K_MARKER))
     if match is not None:
       return _clean_number(match.group(0))
-  numbers = _NUMBER_RE.findall(text)
+  numbers = _NUMBER_RE.findall(_LIST_MARKER_RE.sub(" ", text))
   return _clean_number(numbers[-1]) if numbers else None
+
+
+_AFTER_EQUALS_RE = re.compile(r"=\s*(?:\\?\$\s*)?")
+
+
+def equation_results(text: str) -> list[str]:
+  """The numbers written right after each ``=`` of ``text`` (``$`` signs and separators
+  allowed), in order, without thousands separators: ``"37 + 45 = 82 * 3 = $246"`` ->
+  ``["82", "246"]``. An ``=`` followed by something else (a word, a formula) gives none.
+  """
+  text = text.replace("\u2212", "-")
+  out = []
+  for eq in _AFTER_EQUALS_RE.finditer(text):
+    match = _NUMBER_RE.match(text, eq.end())
+    if match is not None:
+      out.append(_clean_number(match.group(0)))
+  return out
+
+
+def numbers(text: str) -> list[str]:
+  """Every number of ``text`` in order, without thousands separators."""
+  return [_clean_number(n) for n in _NUMBER_RE.findall(text.replace("\u2212", "-"))]
 
 
 def extract_math_answer(text: str) -> str | None:

@@ -25,7 +25,8 @@ from typing import Any
 
 import ml_collections
 
-from rewardlab.tasks import ArithmeticTask, MathTask, Task, arithmetic, problem_files
+from rewardlab.tasks import (DEFAULT_MATH_TEMPLATE, ArithmeticTask, MathTask, Task, arithmetic,
+                             problem_files)
 
 NAMES = ("arithmetic", "math")
 SPLITS = ("train", "test")
@@ -120,7 +121,7 @@ def build(task_cfg: ml_collections.ConfigDict, tokenizer=None) -> TaskSource:
     template = c.template or ("{question}" if c.format == "prompt_answer" else None)
     if template is not None and "{question}" not in template:
       raise ValueError(f"task.template must contain '{{question}}', got {template!r}")
-    task = MathTask(template) if template is not None else MathTask()
+    task = MathTask(template or DEFAULT_MATH_TEMPLATE, step_separator=c.step_separator)
   source = TaskSource(task, c.step_separator, c, tokenizer)
   if c.system_prompt and not source.uses_chat_template:
     why = ("task.chat_template is off" if not c.chat_template else

@@ -1,7 +1,9 @@
 """Label solution steps without humans: Monte-Carlo (Math-Shepherd) and OmegaPRM.
 
-`run(cfg, workdir)` samples `num_solutions` solutions per synthetic problem from the
-completer policy (temperature 1), labels every step of them with each method in
+`run(cfg, workdir)` samples `num_solutions` solutions per problem of the `task` section
+(`rewardlab.tasks.source`; the arithmetic task: the labellers of `rewardlab.search` check
+outcomes in its answer format) from the completer policy (an SFT policy or any local
+Hugging Face model directory; temperature 1), labels every step of them with each method in
 `cfg.methods`, and appends the results per problem, so an interrupted run resumes
 without recomputing finished problems. Files in `workdir`:
 
@@ -35,7 +37,7 @@ from tqdm.auto import tqdm
 from rewardlab.search import completer as completer_lib
 from rewardlab.search import mc_labels, omegaprm
 from rewardlab.search.completer import Completer
-from rewardlab.tasks import arithmetic
+from rewardlab.tasks import ArithmeticTask, arithmetic, source
 
 PROBLEMS_FILE = "problems.jsonl"
 
@@ -280,9 +282,14 @@ def _compare(mc_levels: dict, omega_levels: dict) -> dict:
 
 
 def label_problems(cfg: ml_collections.ConfigDict) -> list[arithmetic.Problem]:
-  d = cfg.data
-  return arithmetic.generate_problems(d.num_problems, seed=d.seed, num_ops=tuple(d.num_ops),
-                                      operand_max=d.operand_max, split=d.split or None)
+  """`data.num_problems` problems of the task's `data.split` ("" = both), seed `data.seed`."""
+  d, src = cfg.data, source.build(cfg.task)
+  if not isinstance(src.task, ArithmeticTask):
+    raise ValueError(f"task.name={cfg.task.name!r}: the Monte-Carlo and OmegaPRM labellers "
+                     "(rewardlab.search.mc_labels / omegaprm) check outcomes in the arithmetic "
+                     "task's answer format only; label steps of math problems needs them to "
+                     "take a task")
+  return src.problems(d.split or None, d.num_problems, d.seed)
 
 
 def _label_batch(cfg, completer: completer_lib.MeteredCompleter, workdir: str,

@@ -1,9 +1,12 @@
 """Test-time scaling experiment: accuracy against N and against tokens, per method.
 
-`run(cfg, workdir)` loads an SFT policy (`sft.load_policy`), the reward models that
-are configured (or exact oracle verifiers for the arithmetic task), and runs every
-method of `rewardlab.search.methods` for N = 1, 2, 4, ..., N_max over held-out
-problems. Samples are reused across N where the method allows it:
+`run(cfg, workdir)` loads a policy (`sft.load_policy`: an SFT policy directory or any
+local Hugging Face model directory with its tokenizer), the reward models that are
+configured (or exact oracle verifiers of the task), and runs every method of
+`rewardlab.search.methods` for N = 1, 2, 4, ..., N_max over the held-out problems of
+the `task` section (`rewardlab.tasks.source`: split "test", `problems.num` of them;
+prompts wrapped by the tokenizer's chat template when it has one). Samples are
+reused across N where the method allows it:
 
 * majority, best-of-N and weighted best-of-N share one draw of N_max samples per
   problem and are evaluated on its first n samples (`search.curves.accuracy_vs_n`);
@@ -36,7 +39,7 @@ from rewardlab.search import budget as budget_lib
 from rewardlab.search import curves, methods
 from rewardlab.search.policy import LMPolicy
 from rewardlab.search.qalign import chain_vote
-from rewardlab.tasks import arithmetic, get_task
+from rewardlab.tasks import ArithmeticTask, arithmetic, source
 from rewardlab.train import sft
 
 log = logging.getLogger(__name__)
@@ -76,20 +79,64 @@ class ArithmeticOracle:
     return out
 
 
-def held_out_problems(cfg: ml_collections.ConfigDict) -> list[arithmetic.Problem]:
-  p = cfg.problems
-  return arithmetic.generate_problems(p.num, seed=p.seed, num_ops=tuple(p.num_ops),
-                                      operand_max=p.operand_max, split="test")
+class TaskOracle:
+  """Exact verifiers of any task for known problems, with both scorer interfaces.
+
+  The problem of a prompt is looked up in `problems` (prompt -> problem). `score`: 1.0
+  iff `task.is_correct`. `score_steps`: step k scores 1.0 iff no step up to k is wrong
+  by `task.first_wrong_step` on the steps joined by `separator`, read as a partial
+  solution (`finished=False`: a missing answer is not held against it); for the math
+  task this needs the problems' per-step intermediates. `tokens_scored` counts
+  characters, as `ArithmeticOracle` does.
+  """
+
+  def __init__(self, task, problems: dict, separator: str = "\n"):
+    self.task, self.problems, self.separator = task, dict(problems), separator
+    self.tokens_scored = 0
+
+  def _problem(self, prompt: str):
+    if prompt not in self.problems:
+      raise KeyError(f"the oracle knows no problem for the prompt {prompt[:80]!r}")
+    return self.problems[prompt]
+
+  def score(self, prompts, completions) -> np.ndarray:
+    out = []
+    for prompt, text in zip(prompts, completions):
+      self.tokens_scored += len(prompt) + len(text)
+      out.append(float(self.task.is_correct(text, self._problem(prompt))))
+    return np.asarray(out)
+
+  def score_steps(self, prompts, steps_lists) -> list[np.ndarray]:
+    out = []
+    for prompt, steps in zip(prompts, steps_lists):
+      self.tokens_scored += len(prompt) + sum(len(s) + len(self.separator) for s in steps)
+      text = "".join(s + self.separator for s in steps)
+      wrong = self.task.first_wrong_step(text, self._problem(prompt), finished=False)
+      wrong = len(steps) if wrong == -1 else wrong
+      out.append((np.arange(len(steps)) < wrong).astype(np.float64))
+    return out
 
 
-def load_scorers(cfg: ml_collections.ConfigDict) -> methods.Scorers:
-  """Scorers from `cfg.reward`: saved reward-model dirs and/or the arithmetic oracle."""
+def task_source(cfg: ml_collections.ConfigDict, tokenizer=None) -> source.TaskSource:
+  return source.build(cfg.task, tokenizer)
+
+
+def held_out_problems(cfg: ml_collections.ConfigDict, src: source.TaskSource | None = None
+                      ) -> list:
+  """`problems.num` problems of the task's test split (files: 0 = all)."""
+  src = task_source(cfg) if src is None else src
+  return src.problems("test", cfg.problems.num, cfg.problems.seed)
+
+
+def load_scorers(cfg: ml_collections.ConfigDict, oracle=None) -> methods.Scorers:
+  """Scorers from `cfg.reward`: saved reward-model dirs and/or the task's oracle
+  (`oracle`; by default the arithmetic one, which reads the problem from the prompt)."""
   r = cfg.reward
   if r.oracle and (r.outcome_dir or r.process_dir):
     raise ValueError("reward.oracle replaces reward.outcome_dir / process_dir; set only one")
   outcome = process = None
   if r.oracle:
-    outcome = process = ArithmeticOracle()
+    outcome = process = ArithmeticOracle() if oracle is None else oracle
   guides = []
   if r.outcome_dir or r.process_dir or r.guide_dirs:
     from rewardlab.models import reward as reward_lib
@@ -325,15 +372,20 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, policy=None,
   os.makedirs(workdir, exist_ok=True)
   if policy is None:
     if not cfg.policy_dir:
-      raise ValueError("policy_dir is empty: pass --config.policy_dir=<sft workdir>/policy")
-    policy = LMPolicy(*sft.load_policy(cfg.policy_dir))
-  scorers = load_scorers(cfg) if scorers is None else scorers
-  task = get_task(cfg.task)
-  problems = held_out_problems(cfg)
+      raise ValueError("policy_dir is empty: pass --config.policy_dir=<sft workdir>/policy "
+                       "or a local Hugging Face model directory")
+    policy = LMPolicy(*sft.load_policy(cfg.policy_dir), step_separator=cfg.task.step_separator)
+  src = task_source(cfg, getattr(policy, "tokenizer", None))
+  task = src.task
+  problems = held_out_problems(cfg, src)
+  prompts = [src.prompt(p) for p in problems]
+  oracle = None
+  if cfg.reward.oracle and not isinstance(task, ArithmeticTask):
+    oracle = TaskOracle(task, dict(zip(prompts, problems)), src.step_separator)
+  scorers = load_scorers(cfg, oracle) if scorers is None else scorers
   with tqdm(total=len(cfg.methods) * len(problems), desc="tts", disable=not cfg.progress,
             dynamic_ncols=True, mininterval=1.0) as bar:
-    ctx = _Context(cfg, task, problems, [task.prompt(p) for p in problems], policy, scorers, ns,
-                   bar)
+    ctx = _Context(cfg, task, problems, prompts, policy, scorers, ns, bar)
     results, skipped, seconds = {}, {}, {}
     for name in cfg.methods:
       reason = _missing(ctx, name)
@@ -347,6 +399,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, policy=None,
       results[name] = RUNNERS[name](ctx, name)
       seconds[name] = time.perf_counter() - start
   out = {"ns": list(ns), "num_problems": len(problems), "policy_dir": cfg.policy_dir,
+         "task": {"name": cfg.task.name, "eval_files": cfg.task.eval_files,
+                  "chat_template": src.uses_chat_template, "skipped_rows": src.skipped},
          "methods": {k: v.to_dict() for k, v in results.items()}, "skipped": skipped,
          "seconds": seconds}
   if "samples" in ctx.cache:  # the oracle ceiling of the plain draw
