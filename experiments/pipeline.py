@@ -38,8 +38,9 @@ from experiments.configs import tts as tts_config  # noqa: E402
 from rewardlab import stages as stages_lib  # noqa: E402
 from rewardlab.sampling import score  # noqa: E402
 from rewardlab.search import completer as completer_lib  # noqa: E402
-from rewardlab.tasks import arithmetic, rm_data, source  # noqa: E402
-from rewardlab.train import config_checks, console, label_steps, reward, rl, sft, tts  # noqa: E402,E501
+from rewardlab.rl import run as rl_run  # noqa: E402
+from rewardlab.tasks import arithmetic, problem_sets, rm_data, source  # noqa: E402
+from rewardlab.train import config_checks, console, label_steps, reward, sft, tts  # noqa: E402,E501
 from rewardlab.train import metrics as metrics_lib  # noqa: E402
 
 log = std_logging.getLogger(__name__)
@@ -315,14 +316,14 @@ def stage_rl(cfg):
   def fn(stage_dir, inputs):
     policy_dir = inputs["sft"]["policy_dir"]
     c = _set(rl_grpo.get_config().unlock(), seed=cfg.seed, progress=cfg.progress,
-             policy_dir=policy_dir, data__num_ops=tuple(cfg.task.num_ops),
-             data__operand_max=cfg.task.operand_max, rollout__batch_size=r.rollout_batch,
+             policy_dir=policy_dir, **_task_fields(cfg), rollout__batch_size=r.rollout_batch,
              rollout__update_groups=r.update_groups, rollout__group_size=r.group_size,
              optim__learning_rate=r.learning_rate, train__steps=r.steps,
              train__eval_every=r.eval_every, train__checkpoint_every=r.eval_every,
              eval__num_per_k=r.eval_num_per_k)
-    results = rl.run(c, stage_dir)
-    problems = sft.test_problems(c)  # the held-out set of rl's own evaluation
+    results = rl_run.run(c, stage_dir)
+    problems = problem_sets.held_out(  # the held-out set of rl's own evaluation
+        source.build(c.task), seed=c.seed, num_per_k=c.eval.num_per_k)
     start, final = (dict(results[k]) for k in ("start", "final"))
     with open(os.path.join(stage_dir, "pass1_per_problem.json"), "w") as f:
       json.dump({"problems": [p.key for p in problems], "before": start.pop("greedy_correct"),

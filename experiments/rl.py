@@ -1,4 +1,7 @@
-"""RL fine-tuning of the SFT policy on the synthetic task (GRPO family, PPO, TTRL, PRM-shaped).
+"""RL fine-tuning of a policy (GRPO family, PPO, TTRL, PRM-shaped) on the config's task: the
+synthetic arithmetic task, or GSM8K / MATH / prompt-answer files with any local Hugging Face
+policy directory (`--config.policy_dir=DIR --config.task.name=math --config.task.train_files=...
+--config.task.eval_files=...`).
 
 Writes train_metrics.jsonl, eval_metrics.jsonl, rl_curves.png and rl_results.json to
 --workdir (and resumes from it).
@@ -12,7 +15,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rewardlab.train import console, rl  # noqa: E402
+from rewardlab.rl import run as rl_run  # noqa: E402
+from rewardlab.train import console  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/rl_grpo.py",
                                           "Experiment config file.", lock_config=True)
@@ -22,7 +26,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/rl_grpo", "Output directory (res
 def main(argv):
   del argv
   console.setup_logging()  # --verbosity=0 shows the libraries' INFO lines
-  results = rl.run(_CONFIG.value, _WORKDIR.value)
+  results = rl_run.run(_CONFIG.value, _WORKDIR.value)
   print(json.dumps(results, indent=2))
   print(f"results: {os.path.join(_WORKDIR.value, 'rl_results.json')}")
 

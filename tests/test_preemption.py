@@ -162,7 +162,7 @@ def test_a_torn_rl_metrics_line_no_longer_blocks_the_run(tmp_path):
   # The reproduction: a run killed after its first checkpoint with half a line
   # left in train_metrics.jsonl (a full disk) used to fail at the plot on every rerun.
   from experiments.configs import rl_grpo
-  from rewardlab.train import rl
+  from rewardlab.rl import run as rl
   cfg = rl_grpo.tiny()
   assert rl.run(cfg, str(tmp_path), stop_after=2) == {"stopped_at": 2}
   path = tmp_path / "train_metrics.jsonl"

@@ -22,15 +22,27 @@ holds the logs and curves. The previous 150-step variant (all groups, log-probs 
 before that, all no better than +5: rollouts at temperature 0.7 (`algo.temperature`),
 128 prompts per step updating on the 64 most informative groups, lr 2e-4 with rollouts at
 0.7 (below the start after 75 steps).
-Other variants by config (`--config.algo.loss=dapo --config.algo.epsilon_high=0.28`,
+Other variants by config (`--config.algo.loss=dapo`, `--config.algo.loss=gspo`,
 `--config.algo.advantage=dr_grpo --config.algo.loss=dr_grpo`, `bnpo`, `rloo`, ...):
 `algo.advantage` names the estimator (grpo = group std scale, grpo_batch, dr_grpo =
-no scale, rloo) and `algo.loss` the normalization (grpo, bnpo, dr_grpo, dapo, gspo).
+no scale, rloo) and `algo.loss` the normalization (grpo, bnpo, dr_grpo, dapo, gspo); clip
+settings left unset take the chosen loss's own defaults.
+Real checkpoints and problem files (the `task` section, rewardlab.tasks.source):
+    python experiments/rl.py --config experiments/configs/rl_grpo.py --config.policy_dir=DIR \
+        --config.task.name=math --config.task.format=gsm8k \
+        --config.task.train_files=train.jsonl --config.task.eval_files=test.jsonl \
+        --config.eval.num_problems=200 --config.rollout.max_prompt_length=256 \
+        --config.rollout.max_new_tokens=128 --config.eval.max_new_tokens=128 --workdir runs/rl_math
+DIR is any local Hugging Face directory with its tokenizer (its chat template wraps the
+prompts unless `task.chat_template=False`); `data.num_train` / `eval.num_problems` take the
+first rows of the files (0 = all). Not timed here at that size: see the SmolLM2 evidence.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from experiments.configs import sft
+from rewardlab.tasks import source
 
 
 VARIANTS = ("", "weak")
@@ -47,10 +59,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Used only when policy_dir is empty: the SFT config's model.
   c.model = ml_collections.ConfigDict(sft.get_config().model.to_dict())
 
+  # Problems and prompts (rewardlab.tasks.source): the synthetic arithmetic task by default;
+  # `task.name=math` with `task.format` / `task.train_files` / `task.eval_files` for files.
+  c.task = source.config()
+
   c.data = ml_collections.ConfigDict()
-  c.data.num_ops = (2, 3, 4)
-  c.data.operand_max = 99
-  c.data.num_train = 20000
+  c.data.num_train = 20000       # training problems (files: the first ones, 0 = all)
   c.data.prompts = "train"       # "eval": the held-out prompts themselves, unlabeled (TTRL)
 
   c.rollout = ml_collections.ConfigDict()
@@ -69,9 +83,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.algo = ml_collections.ConfigDict()
   c.algo.advantage = "grpo"
   c.algo.loss = "grpo"
-  c.algo.epsilon = 0.2
-  c.algo.epsilon_high = 0.0      # 0 = the loss's default (ε, or 0.28 for dapo)
-  c.algo.dual_clip = 0.0         # 0 = off
+  # Unset (None): the chosen loss's own default (grpo ε = 0.2; dapo ε_high = 0.28;
+  # gspo ε = 3e-4, ε_high = 4e-4; no dual clip). A value overrides it for any loss.
+  c.algo.epsilon = config_dict.placeholder(float)
+  c.algo.epsilon_high = config_dict.placeholder(float)
+  c.algo.dual_clip = config_dict.placeholder(float)
   c.algo.kl_coef = 0.0
   c.algo.kl_estimator = "k3"
   c.algo.entropy_coef = 0.0
@@ -103,7 +119,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.train.eval_every = 10
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.num_per_k = 100         # held-out problems per number of operations
+  c.eval.num_per_k = 100         # arithmetic: held-out problems per number of operations
+  c.eval.num_problems = 0        # files: the first held-out problems of task.eval_files (0 = all)
   c.eval.max_new_tokens = 52
   c.eval.maj_k = 8
   c.eval.maj_problems = 60
@@ -127,7 +144,7 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.hidden_size, c.model.num_layers, c.model.intermediate_size = 32, 1, 64
   c.model.num_heads = c.model.num_kv_heads = 2
   c.data.num_train = 64
-  c.data.num_ops = (2,)  # prompts <= 16 tokens: one padded prompt shape, fewer compiles
+  c.task.num_ops = (2,)  # prompts <= 16 tokens: one padded prompt shape, fewer compiles
   c.rollout.batch_size, c.rollout.group_size, c.rollout.max_new_tokens = 2, 4, 12
   c.rollout.update_groups = 1
   c.train.steps, c.train.checkpoint_every, c.train.eval_every = 4, 2, 2

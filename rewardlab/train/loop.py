@@ -130,13 +130,14 @@ class FitResult:
 def fit(state, train_step: Callable, data: Iterator, *, workdir: str, total_steps: int,
         tokens_per_step: float = 0.0, log_every: int = 50, checkpoint_every: int = 0,
         mesh=None, stop_after: int | None = None, desc: str = "train", progress: bool = True,
-        extra_metrics: Callable[[int], dict] | None = None,
+        extra_metrics: Callable[[int, object], dict] | None = None,
         on_log: Callable[[int, dict], None] | None = None,
         config: Mapping | None = None, max_bad_steps: int = 0) -> FitResult:
   """Run `train_step` until `state.step == total_steps`, resuming from `workdir`.
 
   `data` must be a grain iterator (its position is checkpointed with the state).
-  `extra_metrics(step)` adds host-side values to each log line (e.g. the learning rate).
+  `extra_metrics(step, state)` adds host-side values to each log line (e.g. the learning
+  rate, or an evaluation of `state.params`).
   `config` (a ConfigDict, a dict, or `config_checks.run_config(cfg, **derived)` to add
   values computed from it) is stored with each checkpoint and checked on resume. `max_bad_steps` non-finite steps are tolerated (logged and
   counted) before `NonFiniteError`; tolerating any is useful only with an optimizer
@@ -189,7 +190,7 @@ def _fit(state, train_step, data, *, workdir, total_steps, tokens_per_step, log_
       guard.push(step, metrics)
       logger.update(1, tokens=tokens_per_step)
       if step % log_every == 0 or step == end:
-        extra = extra_metrics(step) if extra_metrics else {}
+        extra = extra_metrics(step, state) if extra_metrics else {}
         last = logger.log(step, {**metrics, **extra})
         if on_log:
           on_log(step, last)

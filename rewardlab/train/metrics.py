@@ -159,3 +159,9 @@ def write_json(path: str, value, *, indent: int = 2) -> None:
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def append_jsonl(path: str, record: dict) -> None:
+  """Append `record` as one JSON line to `path` (created if missing)."""
+  with open(path, "a") as f:
+    f.write(json.dumps(to_json_safe(record)) + "\n")

@@ -399,7 +399,7 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
                     tokens_per_step=cfg.train.batch_size * objective.sequences * length,
                     log_every=cfg.train.log_every, checkpoint_every=cfg.train.checkpoint_every,
                     mesh=mesh, stop_after=stop_after, desc=f"rm-{cfg.kind}",
-                    progress=cfg.progress, extra_metrics=lambda s: {"lr": float(schedule(s))},
+                    progress=cfg.progress, extra_metrics=lambda s, _: {"lr": float(schedule(s))},
                     config=config_checks.run_config(cfg, schedule_steps=horizon),
                     max_bad_steps=cfg.train.get("max_bad_steps", 0))
   if not result.finished:

@@ -21,8 +21,9 @@ from rewardlab import models, sharding
 from rewardlab.data import pipeline
 from rewardlab.data.tokenizers import CharTokenizer, load_tokenizer
 from rewardlab.models.config import TransformerConfig
-from rewardlab.sampling import generate
-from rewardlab.tasks import arithmetic
+from rewardlab.models.reward import save_tokenizer
+from rewardlab.rl.evaluation import accuracy_by_num_ops, greedy_correct
+from rewardlab.tasks import ArithmeticTask, arithmetic, problem_sets
 from rewardlab.train import config_checks, loop
 from rewardlab.train import metrics as metrics_lib
 from rewardlab.train import state as state_lib
@@ -65,36 +66,24 @@ def prompt_ids(tokenizer, problem: arithmetic.Problem) -> list[int]:
 def greedy_accuracy(config: TransformerConfig, params, tokenizer,
                     problems: Sequence[arithmetic.Problem], *, batch_size: int = 100,
                     max_new_tokens: int = 64, mesh=None) -> dict:
-  """Held-out greedy accuracy, overall and per number of operations."""
-  correct = []
-  for start in range(0, len(problems), batch_size):
-    chunk = problems[start:start + batch_size]
-    out = generate(config, params, [prompt_ids(tokenizer, p) for p in chunk],
-                   max_new_tokens=max_new_tokens, temperature=0.0,
-                   stop_tokens=(tokenizer.eos_id,), pad_id=tokenizer.pad_id, mesh=mesh)
-    for problem, ids in zip(chunk, out.completions()):
-      correct.append(arithmetic.is_correct(tokenizer.decode(ids), problem))
-  correct = np.asarray(correct)
-  ops = np.asarray([p.num_ops for p in problems])
-  result = {"accuracy": float(correct.mean()), "num_problems": int(len(problems))}
-  for k in sorted(set(ops.tolist())):
-    result[f"accuracy_k{k}"] = float(correct[ops == k].mean())
-  return result
+  """Held-out greedy accuracy (`rl.evaluation.greedy_correct`), overall and per number
+  of operations."""
+  correct = greedy_correct(config, params, tokenizer, ArithmeticTask(), problems,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, mesh=mesh)
+  return {"accuracy": float(correct.mean()), "num_problems": int(len(problems)),
+          **accuracy_by_num_ops(correct, problems, "accuracy_")}
 
 
 def test_problems(cfg: ml_collections.ConfigDict) -> list[arithmetic.Problem]:
-  """`eval.num_per_k` held-out problems for each number of operations."""
-  problems = []
-  for k in cfg.data.num_ops:
-    problems += arithmetic.generate_problems(
-        cfg.eval.num_per_k, seed=cfg.seed + 1000 + k, num_ops=(k,),
-        operand_max=cfg.data.operand_max, split="test")
-  return problems
+  """`eval.num_per_k` held-out problems for each number of operations
+  (`tasks.problem_sets.held_out`)."""
+  source = problem_sets.arithmetic_source(cfg.data.num_ops, cfg.data.operand_max)
+  return problem_sets.held_out(source, seed=cfg.seed, num_per_k=cfg.eval.num_per_k)
 
 
 def save_policy(path: str, config: TransformerConfig, params, tokenizer) -> None:
   rewardlab.save_pretrained(path, config, params)
-  tokenizer.save(path)
+  save_tokenizer(tokenizer, path)  # char or Hugging Face
 
 
 def load_policy(path: str, **kwargs):
@@ -142,7 +131,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None 
                     tokens_per_step=cfg.train.batch_size * cfg.model.max_length,
                     log_every=cfg.train.log_every, checkpoint_every=cfg.train.checkpoint_every,
                     mesh=mesh, stop_after=stop_after, desc="sft", progress=cfg.progress,
-                    extra_metrics=lambda step: {"lr": float(schedule(step))},
+                    extra_metrics=lambda step, _: {"lr": float(schedule(step))},
                     config=config_checks.run_config(cfg, schedule_steps=horizon),
                     max_bad_steps=cfg.train.get("max_bad_steps", 0))
   if not result.finished:

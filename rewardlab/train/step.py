@@ -7,6 +7,7 @@ second trace (a shape or dtype change that would silently recompile every step) 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -16,11 +17,31 @@ import optax
 from rewardlab import sharding
 from rewardlab.train.state import TrainState
 
+
 class RetraceError(AssertionError):
   """A jitted step was traced more often than allowed (it would recompile every call)."""
 
 
 LossFn = Callable[[Any, dict], tuple[jax.Array, dict]]
+
+
+def guard_retraces(fn: Callable, *, max_traces: int = 1, name: str = "step") -> Callable:
+  """`fn(state, batch, ...)` that raises `RetraceError` when traced more than `max_traces`
+  times. Jit the result: each trace (a new batch shape or dtype) runs the wrapper, each
+  cached call does not, so a step that would silently recompile fails instead."""
+  traces = 0
+
+  @functools.wraps(fn)
+  def guarded(state, batch, *args, **kwargs):
+    nonlocal traces
+    traces += 1
+    if traces > max_traces:
+      raise RetraceError(
+          f"{name} traced {traces} times (limit {max_traces}): a batch changed shape or "
+          f"dtype; got {jax.tree.map(lambda x: (x.shape, x.dtype), batch)}")
+    return fn(state, batch, *args, **kwargs)
+
+  return guarded
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, mesh=None,
@@ -32,15 +53,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, mesh=N
   data axes. The step is traced at most `max_traces` times.
   """
 
-  traces = 0
-
+  @functools.partial(guard_retraces, max_traces=max_traces, name="train step")
   def step(state: TrainState, batch: dict):
-    nonlocal traces
-    traces += 1
-    if traces > max_traces:
-      raise RetraceError(
-          f"train step traced {traces} times (limit {max_traces}): a batch changed shape or "
-          f"dtype; got {jax.tree.map(lambda x: (x.shape, x.dtype), batch)}")
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
