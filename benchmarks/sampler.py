@@ -331,12 +331,13 @@ def table(result: dict) -> str:
 
 def summary_lines(result: dict) -> list[str]:
   s, b, bw = result["setup"], result["bytes_per_step"], result["bandwidth_bytes_per_s"]
+  pooled = f" per process, {s['rounds']} rounds pooled" if s["separate"] else ""
   lines = [
       f"Model: {s['model_dir'] or 'random weights'}: Llama d{s['hidden']}, ffn {s['ffn']}, "
       f"{s['layers']} layers, {s['heads']} heads / {s['kv_heads']} kv heads, vocab "
       f"{s['vocab']}, {s['param_dtype']} weights ({result['params'] / 1e6:.1f}M "
       f"params); batch {s['batch']} x prompt {s['prompt_len']}, {s['new_tokens']} new tokens, "
-      f"greedy, no EOS; median of {s['repeats']} calls after warmup.",
+      f"greedy, no EOS; median of {s['repeats']} calls after warmup{pooled}.",
       f"Bytes read per decode step: weights {b['weights'] / 2**20:.1f} MiB + mean KV cache "
       f"{b['kv_cache_mean'] / 2**20:.1f} MiB; same-run bandwidth (jitted sum): DRAM "
       f"{bw['dram'] / 1e9:.1f} GB/s, working-set-sized array {bw['working_set'] / 1e9:.1f} GB/s.",
