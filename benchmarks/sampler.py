@@ -18,7 +18,15 @@ measured in the same run (median of jitted `x.sum()` over a large float32 array,
 DRAM, and over an array the size of one step's bytes, which may sit in cache) gives
 the shortest possible step; `bound share` = that time / our measured step time.
 
+`--model-dir` decodes a real checkpoint instead (e.g. SmolLM2-135M-Instruct from `make
+smollm2`), `--param-dtype bfloat16` gives both decoders bf16 weights, and `--separate`
+runs each decoder alone in a fresh process (`--rounds` rounds, order alternating, calls
+pooled, the load average recorded around each process) so that no two thread pools
+share the cores.
+
     python benchmarks/sampler.py                        # the DESIGN.md peer setup
+    python benchmarks/sampler.py --model-dir runs/models/SmolLM2-135M-Instruct --batch 16 \
+      --new-tokens 64 --separate --torch-threads 1 --cache-chunks none
     python benchmarks/sampler.py --batch 64 --new-tokens 256 --device gpu --skip-hf
     python benchmarks/sampler.py --device gpu --torch-device cuda --torch-threads 16
 
@@ -28,8 +36,11 @@ Writes benchmarks/results/sampler_<platform>.json.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,10 +59,15 @@ from rewardlab import sampling  # noqa: E402
 
 
 def build_hf_model(args):
-  """A random transformers Llama of the requested shape (float32, eager attention)."""
+  """The transformers Llama: `--model-dir`'s weights, or random weights of the requested
+  shape (eager attention), in `--param-dtype`."""
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
+  dtype = getattr(torch, args.param_dtype)
+  if args.model_dir:
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        args.model_dir, dtype=dtype, attn_implementation="sdpa").eval()
   torch.manual_seed(0)
   config = transformers.LlamaConfig(
       vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.ffn,
@@ -59,7 +75,7 @@ def build_hf_model(args):
       num_key_value_heads=args.kv_heads, max_position_embeddings=max(
           2048, args.prompt_len + args.new_tokens), tie_word_embeddings=False,
       bos_token_id=1, eos_token_id=2, pad_token_id=0, attn_implementation="sdpa")
-  return transformers.LlamaForCausalLM(config).eval()
+  return transformers.LlamaForCausalLM(config).eval().to(dtype)
 
 
 def prompts_array(args) -> np.ndarray:
@@ -152,29 +168,98 @@ def bytes_per_step(config, params, args) -> dict:
   return {"weights": int(weights), "kv_cache_mean": float(kv), "total": float(weights + kv)}
 
 
-def run(args) -> dict:
+def decoders_of(args) -> list[tuple]:
+  """(decoder, setting) pairs: ("rewardlab", cache_chunk) and ("transformers", threads)."""
+  ours = [("rewardlab", chunk) for chunk in args.cache_chunks]
+  return ours + ([] if args.skip_hf else [("transformers", t) for t in args.torch_threads])
+
+
+def time_here(args, decoders: list[tuple]) -> dict:
+  """Time `decoders` in this process, interleaved; with rewardlab among them also the
+  bound's inputs (bytes per step, same-run bandwidth)."""
   device = jax.devices(args.device)[0] if args.device else jax.devices()[0]
-  machine = common.describe_machine(device)
-  model = build_hf_model(args)
+  ours = [d for d in decoders if d[0] == "rewardlab"]
+  theirs = [d for d in decoders if d[0] == "transformers"]
+  model = build_hf_model(args) if theirs or not args.model_dir else None
   prompts = prompts_array(args)
-  with tempfile.TemporaryDirectory() as tmp:
-    model.save_pretrained(tmp, safe_serialization=True)
+  out = {"machine": common.describe_machine(device)}
+  calls = {}
+  if ours:
+    with tempfile.TemporaryDirectory() as tmp:
+      source = args.model_dir
+      if not source:
+        model.save_pretrained(tmp, safe_serialization=True)
+        source = tmp
+      with jax.default_device(device):
+        config, params = rewardlab.load_pretrained(source, dtype=jnp.dtype(args.param_dtype))
+    params = jax.device_put(params, device)
+    step_bytes = bytes_per_step(config, params, args)
     with jax.default_device(device):
-      config, params = rewardlab.load_pretrained(tmp)
-  params = jax.device_put(params, device)
-  step_bytes = bytes_per_step(config, params, args)
-  new = args.batch * args.new_tokens
+      out["bandwidth"] = {"dram": memory_bandwidth(args.bandwidth_mb << 20, device),
+                          "working_set": memory_bandwidth(int(step_bytes["total"]), device)}
+    out.update(step_bytes=step_bytes, params=int(sum(x.size for x in jax.tree.leaves(params))))
+    calls.update({d: our_caller(config, params, prompts, args, d[1]) for d in ours})
+  if theirs:
+    model.to(args.torch_device)
+    calls.update({d: hf_caller(model, prompts, args, d[1]) for d in theirs})
   with jax.default_device(device):
-    bandwidth = {"dram": memory_bandwidth(args.bandwidth_mb << 20, device),
-                 "working_set": memory_bandwidth(int(step_bytes["total"]), device)}
-    if not args.skip_hf:
-      model.to(args.torch_device)
-    calls = {("rewardlab", chunk): our_caller(config, params, prompts, args, chunk)
-             for chunk in args.cache_chunks}
-    if not args.skip_hf:
-      calls.update({("transformers", threads): hf_caller(model, prompts, args, threads)
-                    for threads in args.torch_threads})
-    timed = time_interleaved(calls, args.repeats)
+    out["timed"] = time_interleaved(calls, args.repeats)
+  return out
+
+
+def _key(decoder: tuple) -> str:
+  return f"{decoder[0]}:{'none' if decoder[1] is None else decoder[1]}"
+
+
+def _from_key(key: str) -> tuple:
+  name, setting = key.split(":")
+  return name, None if setting == "none" else int(setting)
+
+
+def time_separately(args) -> dict:
+  """Each decoder alone in a fresh process, `--rounds` rounds with the order alternating;
+  seconds pooled over the rounds; the load average recorded around every process."""
+  decoders = decoders_of(args)
+  merged, runs = {}, []
+  with tempfile.TemporaryDirectory() as tmp:
+    for round_index in range(args.rounds):
+      for decoder in decoders if round_index % 2 == 0 else decoders[::-1]:
+        path = f"{tmp}/{_key(decoder)}_{round_index}.json"
+        command = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:],
+                   "--only", _key(decoder), "--worker-out", path]
+        load_before = os.getloadavg()
+        subprocess.run(command, check=True)
+        result = json.loads(Path(path).read_text())
+        runs.append({"decoder": _key(decoder), "round": round_index,
+                     "load_before": [round(x, 2) for x in load_before],
+                     "load_after": [round(x, 2) for x in os.getloadavg()],
+                     "machine": result["machine"]})
+        print(f"round {round_index} {_key(decoder)}: median "
+              f"{statistics.median(result['timed'][_key(decoder)]['seconds']):.2f} s per call, "
+              f"load {runs[-1]['load_before'][0]:.1f} -> {runs[-1]['load_after'][0]:.1f}",
+              flush=True)
+        for key in ("step_bytes", "bandwidth", "params"):
+          if key in result:
+            merged[key] = result[key]
+        timed = result["timed"][_key(decoder)]
+        pooled = merged.setdefault("timed", {}).setdefault(decoder, {
+            "first_call_s": timed["first_call_s"], "compile_s": timed["compile_s"],
+            "seconds": [], "cpu_seconds": []})
+        pooled["seconds"] += timed["seconds"]
+        pooled["cpu_seconds"] += timed["cpu_seconds"]
+        pooled["tokens"] = np.asarray(timed["tokens"])
+  merged["machine"] = runs[0]["machine"]
+  merged["runs"] = runs
+  return merged
+
+
+def run(args) -> dict:
+  if args.separate:
+    measured = time_separately(args)
+  else:
+    measured = time_here(args, decoders_of(args))
+  timed, new = measured["timed"], args.batch * args.new_tokens
+  step_bytes, bandwidth = measured.get("step_bytes"), measured.get("bandwidth", {})
   rows = []
   for (decoder, setting), result in timed.items():
     seconds = statistics.median(result["seconds"])
@@ -199,13 +284,22 @@ def run(args) -> dict:
       row.setdefault("speedup", {})[f"torch{hf['torch_threads']}"] = (
           row["tokens_per_s"] / hf["tokens_per_s"])
   return {
-      "machine": machine, "command": command_line(),
-      "setup": {k: getattr(args, k) for k in ("hidden", "ffn", "layers", "heads", "kv_heads",
-                                              "vocab", "batch", "prompt_len", "new_tokens",
-                                              "repeats")},
-      "params": int(sum(x.size for x in jax.tree.leaves(params))),
-      "bytes_per_step": step_bytes, "bandwidth_bytes_per_s": bandwidth, "rows": rows,
+      "machine": measured["machine"], "command": command_line(),
+      "setup": {k: getattr(args, k) for k in ("model_dir", "param_dtype", "hidden", "ffn",
+                                              "layers", "heads", "kv_heads", "vocab", "batch",
+                                              "prompt_len", "new_tokens", "repeats",
+                                              "separate", "rounds")},
+      "params": measured.get("params"), "bytes_per_step": step_bytes,
+      "bandwidth_bytes_per_s": bandwidth, "rows": rows, "runs": measured.get("runs"),
   }
+
+
+def write_worker_result(args) -> None:
+  """`--only`: time one decoder in this process and write what the driver needs."""
+  measured = time_here(args, [_from_key(args.only)])
+  measured["timed"] = {_key(d): {**t, "tokens": np.asarray(t["tokens"]).tolist()}
+                       for d, t in measured["timed"].items()}
+  common.write_json(Path(args.worker_out), measured)
 
 
 def table(result: dict) -> str:
@@ -237,15 +331,22 @@ def table(result: dict) -> str:
 
 def summary_lines(result: dict) -> list[str]:
   s, b, bw = result["setup"], result["bytes_per_step"], result["bandwidth_bytes_per_s"]
+  pooled = f" per process, {s['rounds']} rounds pooled" if s["separate"] else ""
   lines = [
-      f"Model: Llama d{s['hidden']}, ffn {s['ffn']}, {s['layers']} layers, {s['heads']} heads /"
-      f" {s['kv_heads']} kv heads, vocab {s['vocab']}, f32 ({result['params'] / 1e6:.1f}M "
+      f"Model: {s['model_dir'] or 'random weights'}: Llama d{s['hidden']}, ffn {s['ffn']}, "
+      f"{s['layers']} layers, {s['heads']} heads / {s['kv_heads']} kv heads, vocab "
+      f"{s['vocab']}, {s['param_dtype']} weights ({result['params'] / 1e6:.1f}M "
       f"params); batch {s['batch']} x prompt {s['prompt_len']}, {s['new_tokens']} new tokens, "
-      f"greedy, no EOS; median of {s['repeats']} calls after warmup.",
+      f"greedy, no EOS; median of {s['repeats']} calls after warmup{pooled}.",
       f"Bytes read per decode step: weights {b['weights'] / 2**20:.1f} MiB + mean KV cache "
       f"{b['kv_cache_mean'] / 2**20:.1f} MiB; same-run bandwidth (jitted sum): DRAM "
       f"{bw['dram'] / 1e9:.1f} GB/s, working-set-sized array {bw['working_set'] / 1e9:.1f} GB/s.",
   ]
+  if result.get("runs"):
+    loads = "; ".join(f"{r['decoder']} round {r['round']}: {r['load_before'][0]:.1f} -> "
+                      f"{r['load_after'][0]:.1f}" for r in result["runs"])
+    lines.append(f"Each decoder alone in its own process, {s['rounds']} alternating rounds "
+                 f"(calls pooled); 1-min load average before -> after each process: {loads}.")
   return lines
 
 
@@ -278,9 +379,25 @@ def parse_args(argv=None):
   add("--skip-hf", action="store_true", help="time rewardlab only")
   add("--torch-device", default="cpu",
       help="torch device for transformers ('cuda' to compare on the GPU)")
+  add("--model-dir", default=None,
+      help="a local Hugging Face Llama directory (e.g. SmolLM2-135M-Instruct from "
+           "`make smollm2`) instead of random weights; the shape flags are then ignored")
+  add("--param-dtype", choices=["float32", "bfloat16"], default="float32",
+      help="weights (and matmul inputs) of both decoders")
+  add("--separate", action="store_true",
+      help="run each decoder alone in its own process (alternating rounds)")
+  add("--rounds", type=int, default=2, help="with --separate: rounds of all decoders")
   add("--out", type=Path, default=None,
       help="JSON path (default benchmarks/results/sampler_<platform>.json)")
+  add("--only", default=None, help=argparse.SUPPRESS)  # worker: one decoder, e.g. rewardlab:none
+  add("--worker-out", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.model_dir:
+    hf = json.loads((Path(args.model_dir) / "config.json").read_text())
+    args.hidden, args.ffn, args.layers = (hf["hidden_size"], hf["intermediate_size"],
+                                          hf["num_hidden_layers"])
+    args.heads, args.kv_heads = hf["num_attention_heads"], hf["num_key_value_heads"]
+    args.vocab = hf["vocab_size"]
   if args.repeats < 1 or args.batch < 1 or args.new_tokens < 1 or args.prompt_len < 1:
     parser.error("--repeats, --batch, --new-tokens and --prompt-len must be >= 1")
   return args
@@ -288,6 +405,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
+  if args.only:
+    write_worker_result(args)
+    return
   result = run(args)
   print("\n".join(summary_lines(result)))
   print(table(result))
