@@ -41,7 +41,8 @@ def test_adapters_mirror_targeted_kernels_and_start_at_the_base():
   chex.assert_trees_all_close(merged, base)
   # W' = W + (α/r) A B at a hand-checked kernel
   adapters = _randomized(adapters)
-  a, b = adapters["layers_1"]["mlp"]["down_proj"]["a"], adapters["layers_1"]["mlp"]["down_proj"]["b"]
+  down = adapters["layers_1"]["mlp"]["down_proj"]
+  a, b = down["a"], down["b"]
   expected = base["layers_1"]["mlp"]["down_proj"] + 2.0 * np.asarray(a) @ np.asarray(b)
   np.testing.assert_allclose(lora.merge(cfg, base, adapters)["layers_1"]["mlp"]["down_proj"],
                              expected, atol=1e-6)
