@@ -35,7 +35,7 @@ def get_config():
 
 
 def tiny():
-  """For tests: pass a scripted `process_scorer` to `rl.run` (no model directory)."""
+  """For tests: pass a scripted `process_scorer` to `rewardlab.rl.run.run` (no model directory)."""
   c = _prm(rl_ppo.tiny()).unlock()
   c.reward.model_dir = ""
   return c.lock()
