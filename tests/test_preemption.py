@@ -170,8 +170,10 @@ def test_a_torn_rl_metrics_line_no_longer_blocks_the_run(tmp_path):
   results = rl.run(cfg, str(tmp_path))
   assert results["steps"] == 4
   assert [json.loads(line)["step"] for line in open(path)] == [1, 3, 4]  # step 2's line was lost
-  evals = [json.loads(line)["step"] for line in open(tmp_path / "eval_metrics.jsonl")]
-  assert evals == [0, 2, 4]
+  evals = [json.loads(line) for line in open(tmp_path / "eval_metrics.jsonl")]
+  assert [e["step"] for e in evals] == [0, 2, 4]
+  elapsed = [e["elapsed_s"] for e in evals]  # continues across the resume, not from zero
+  assert elapsed == sorted(elapsed) and elapsed[2] > elapsed[1] > 0
   assert json.loads((tmp_path / "rl_results.json").read_text())["steps"] == 4
 
 
