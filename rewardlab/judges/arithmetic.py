@@ -34,7 +34,8 @@ OPEN_TAG, CLOSE_TAG = "<calc>", "</calc>"
 # Verdicts Y / N and the characters of the calculator tags (the task's `A` is upper case).
 VERIFIER_ALPHABET = arithmetic.ALPHABET + "YN<>/cal"
 
-TEMPLATE = JudgeTemplate(user="{prompt}{steps}", yes=("Y",), no=("N",), step_format="{step}\n")
+TEMPLATE = JudgeTemplate(user="{prompt}{steps}", yes=("Y",), no=("N",), step_format="{step}\n",
+                         check_prefix="{step}>")
 
 
 def tokenizer() -> CharTokenizer:
