@@ -200,3 +200,26 @@ def test_tool_calls_append_exact_values_as_read_tokens(judge, monkeypatch):
   assert gen_text == "<calc>3+4</calc>Y <calc>7*2</calc>N"
   assert usage.tokens_generated == len(gen_text) + 1 + len("ok") + 1  # with their EOS tokens
   assert seen[1] == ["a<calc>3+4</calc>=7"]  # resumed after the tool's answer
+
+
+def test_scaffolded_chains_get_each_steps_prefix_from_the_framework(judge, monkeypatch):
+  tok = judge.tokenizer
+  tpl = tmpl.JudgeTemplate(user="{prompt}\n{steps}", yes=("Y",), no=("N",),
+                           step_format="{step}\n", check_prefix="{step}>")
+  replies = [["1Y", "2N"], ["3Y"], ["4Y"]]
+  seen = []
+
+  def fake(judge_, prompts, num_samples, *, stop_tokens=(), **kwargs):
+    assert set(stop_tokens) == {tok.token_to_id("Y"), tok.token_to_id("N")}
+    seen.append([tok.decode(p).split("\n")[-1] for p in prompts])
+    ids = [tok.encode(t) for t in replies.pop(0)]
+    return ids, lm.Usage(sum(map(len, prompts)), sum(map(len, ids)))
+
+  monkeypatch.setattr(lm, "sample", fake)
+  out = steps_lib.verify_steps(judge, ["p", "q"], [["aa", "bb", "cc"], ["dd", "ee"]], tpl,
+                               scaffold=True, rng=jax.random.key(0))
+  assert out.chains == [["aa>1Y\nbb>3Y\ncc>4Y"], ["dd>2N"]]  # given prefixes and checks
+  assert seen == [["aa>", "dd>"], ["bb>"], ["cc>"]]  # each step's prefix, after a newline
+  assert out.unparsed == 0 and np.isfinite(out.probs[0]).all()
+  assert out.probs[1][1] == 0.0  # after the incorrect verdict
+  assert out.usage.tokens_generated == 8

@@ -15,12 +15,21 @@ PROBLEM = arithmetic.Problem(37, (("+", 45), ("*", 3)))  # 37+45=82, 82*3=246
 
 def test_chains_follow_the_checker():
   assert judge_task.chain_for(PROBLEM, ["37+45=82", "82*3=246", "A:246"]) == \
-      "37+45=82Y\n82*3=246Y\nA:246Y\n"
+      "37+45=82>82Y\n82*3=246>246Y\nA:246>246Y\n"
   assert judge_task.chain_for(PROBLEM, ["37+45=82", "82*3=264", "A:264"]) == \
-      "37+45=82Y\n82*3=246N\n"
+      "37+45=82>82Y\n82*3=264>246N\n"
   assert judge_task.chain_for(PROBLEM, ["37+45=82", "A:82"], tool=True) == \
-      "<calc>37+45</calc>=82Y\n<calc>82*3</calc>=246N\n"  # a skipped step
-  assert judge_task.chain_for(PROBLEM, ["37+45=82"]) == "37+45=82Y\n"  # partial (beam search)
+      "37+45=82><calc>37+45</calc>=82Y\nA:82><calc>82*3</calc>=246N\n"  # a skipped step
+  assert judge_task.chain_for(PROBLEM, ["37+45=82"]) == "37+45=82>82Y\n"  # partial (beam search)
+  assert judge_task.chain_for(PROBLEM, ["37+45=82", "82*3=246", "A:246", "1+1=2"]) == \
+      "37+45=82>82Y\n82*3=246>246Y\nA:246>246Y\n1+1=2>N\n"  # a line past the answer
+
+
+def test_value_errors_count_the_verifiers_own_slips():
+  assert judge_task.value_errors(PROBLEM, "37+45=82>82Y\n82*3=264>246N\n") == 0
+  assert judge_task.value_errors(PROBLEM, "37+45=82>83N\n") == 1
+  assert judge_task.value_errors(PROBLEM, "37+45=82>82Y\n82*3=246>256N\nA:246>246Y\n") == 1
+  assert judge_task.value_errors(PROBLEM, "37+45=82><calc>37+45</calc>=82Y\nA:246>245N\n") == 1
 
 
 def test_first_wrong_line_agrees_with_the_task_checker():
@@ -61,8 +70,9 @@ def test_sft_examples_mask_the_prompt_and_the_tool_values():
   assert text == PROBLEM.prompt + "".join(s + "\n" for s in steps) + chain
   targets = tok.decode([t for t, m in zip(ex["tokens"][:n], ex["loss_mask"][:n]) if m],
                        skip_special=False)
-  assert targets == chain.replace("=82Y", "Y").replace("=246N", "N") + "<eos>"
-  assert training.chain_example(judge, PROBLEM.prompt, steps, chain, 40) is None
+  assert targets == chain.replace("</calc>=82Y", "</calc>Y").replace("</calc>=246N", "</calc>N") \
+      + "<eos>"
+  assert training.chain_example(judge, PROBLEM.prompt, steps, chain, 60) is None
 
 
 def test_extending_the_vocabulary_keeps_the_policys_logits():

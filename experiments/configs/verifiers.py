@@ -29,14 +29,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.train_problems = 256
   c.data.train_samples = 4  # policy samples per training problem (temperature 1)
-  c.data.corrupt_fraction = 0.5  # plus one checker-corrupted solution for this share of problems
+  c.data.corrupt_fraction = 1.0  # plus one checker-corrupted solution for this share of problems
   c.data.eval_problems = 32
 
   c.verifier = ml_collections.ConfigDict()
-  c.verifier.max_positions = 192
+  c.verifier.max_positions = 256  # tool chains of 4-operation problems need ~230
 
   c.sft = ml_collections.ConfigDict()
-  c.sft.steps = 100
+  c.sft.steps = 200
   c.sft.batch_size = 16
   c.sft.learning_rate = 2e-3
 

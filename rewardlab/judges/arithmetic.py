@@ -1,17 +1,19 @@
 """Verification chains on the synthetic arithmetic task, written by its checker.
 
 The judge reads `Q:<problem>\\n` and the solution's lines, then writes one check per
-line: the line as it should be (recomputed from the problem), then its verdict `Y` or
-`N`, then a newline. The first `N` ends the chain (later lines are wrong by convention);
-after the answer line's check the chain ends with EOS:
+line: the solution's line copied, `>`, the value the line should have (recomputed from the
+problem; the answer for the `A:` line), then its verdict `Y` or `N` and a newline. Putting
+the written line next to the recomputed value makes the verdict a comparison of nearby
+text. The first `N` ends the chain (later lines are wrong by convention); after the answer
+line's check the chain ends with EOS:
 
     Q:37+45*3\\n37+45=82\\n82*3=264\\nA:264\\n     <- judge prompt (problem + solution)
-    37+45=82Y\\n82*3=246N\\n                      <- verification chain
+    37+45=82>82Y\\n82*3=264>246N\\n              <- verification chain
 
-With the calculator (`tool=True`) each operation's check asks for its value,
-`<calc>82*3</calc>=246N`, and the `=246` is the tool's answer (read, not generated).
-The characters of the chains extend the task's alphabet (`VERIFIER_ALPHABET`); a judge
-is a policy whose vocabulary was extended with them (`extend_vocabulary`).
+With the calculator (`tool=True`) the value of an operation line is asked for,
+`82*3=264><calc>82*3</calc>=246N`, and the `=246` is the tool's answer (read, not
+generated). The characters of the chains extend the task's alphabet (`VERIFIER_ALPHABET`);
+a judge is a policy whose vocabulary was extended with them (`extend_vocabulary`).
 """
 from __future__ import annotations
 
@@ -25,14 +27,15 @@ from rewardlab.judges.templates import JudgeTemplate
 from rewardlab.tasks import arithmetic
 
 __all__ = ["VERIFIER_ALPHABET", "TEMPLATE", "tokenizer", "expected_lines", "chain_for",
-           "chain_verdicts", "first_wrong_line", "first_error_of_chain", "solution_steps",
+           "chain_verdicts", "value_errors", "first_wrong_line", "first_error_of_chain", "solution_steps",
            "extend_vocabulary", "OPEN_TAG", "CLOSE_TAG"]
 
 OPEN_TAG, CLOSE_TAG = "<calc>", "</calc>"
 # Verdicts Y / N and the characters of the calculator tags (the task's `A` is upper case).
 VERIFIER_ALPHABET = arithmetic.ALPHABET + "YN<>/cal"
 
-TEMPLATE = JudgeTemplate(user="{prompt}{steps}", yes=("Y",), no=("N",), step_format="{step}\n")
+TEMPLATE = JudgeTemplate(user="{prompt}{steps}", yes=("Y",), no=("N",), step_format="{step}\n",
+                         check_prefix="{step}>")
 
 
 def tokenizer() -> CharTokenizer:
@@ -45,13 +48,16 @@ def expected_lines(problem: arithmetic.Problem) -> list[str]:
   return list(problem.steps) + [f"A:{problem.answer}"]
 
 
-def _check(problem: arithmetic.Problem, k: int, tool: bool) -> str:
+def _check(problem: arithmetic.Problem, steps: Sequence[str], k: int, tool: bool) -> str:
+  """Line k's check: the written line, `>`, the value it should have (a line past the
+  answer line should not exist: nothing follows the `>`)."""
   lines = expected_lines(problem)
-  line = lines[min(k, len(lines) - 1)]
-  if not tool or k >= problem.num_ops:
-    return line
-  expr, value = line.split("=")
-  return f"{OPEN_TAG}{expr}{CLOSE_TAG}={value}"
+  if k >= len(lines):
+    return f"{steps[k].strip()}>"
+  expr, _, value = lines[k].rpartition("=") if k < problem.num_ops else ("", "", lines[k][2:])
+  if tool and k < problem.num_ops:
+    return f"{steps[k].strip()}>{OPEN_TAG}{expr}{CLOSE_TAG}={value}"
+  return f"{steps[k].strip()}>{value}"
 
 
 def first_wrong_line(problem: arithmetic.Problem, steps: Sequence[str]) -> int:
@@ -71,8 +77,22 @@ def chain_for(problem: arithmetic.Problem, steps: Sequence[str], *, tool: bool =
   check and verdict (`first_wrong_line`), ending after the first `N`."""
   first = first_wrong_line(problem, steps)
   judged = len(steps) if first < 0 else first + 1
-  return "".join(_check(problem, k, tool) + ("N" if k == first else "Y") + "\n"
+  return "".join(_check(problem, steps, k, tool) + ("N" if k == first else "Y") + "\n"
                  for k in range(judged))
+
+
+def value_errors(problem: arithmetic.Problem, chain: str) -> int:
+  """Checks in a chain whose recomputed value (after `>`, or the tool's `=value`) differs
+  from the value the line should have: the verifier's own arithmetic (or reading) errors."""
+  lines = expected_lines(problem)
+  errors = 0
+  for k, line in enumerate(l for l in chain.split("\n") if ">" in l):
+    if k >= len(lines):
+      break
+    value = line.split(">", 1)[1].rstrip("YN")
+    value = value.rsplit("=", 1)[1] if CLOSE_TAG in value else value
+    errors += value != lines[k].rpartition("=")[2] if k < problem.num_ops else value != lines[k][2:]
+  return errors
 
 
 def chain_verdicts(chain: str) -> list[bool]:

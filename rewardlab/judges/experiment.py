@@ -219,18 +219,6 @@ def train_verifiers(cfg, workdir, data) -> dict[str, JudgeModel]:
 
 # ----------------------------------------------------------------------------- evaluation
 
-_CHECK = re.compile(r"(\d+)([+\-*])(\d+)(?:</calc>)?=(\d+)")
-
-
-def arithmetic_slips(chain: str) -> int:
-  """Check lines of a chain whose value is wrong (`a op b=v` with v != a op b)."""
-  slips = 0
-  for a, op, b, v in _CHECK.findall(chain.replace("<calc>", "")):
-    a, b, v = int(a), int(b), int(v)
-    slips += v != (a + b if op == "+" else a - b if op == "-" else a * b)
-  return slips
-
-
 def _bon_curve(scores, data, n_max):
   """acc[n-1] over problems of best-of-n (first n samples), and per-problem outcomes."""
   evals = data["eval"]
@@ -276,7 +264,8 @@ def evaluate_verifier(cfg, workdir, name, judge, data, *, num_samples=1, tempera
   out = {"name": name, "num_samples": num_samples, "seconds": time.time() - t0,
          "tokens_read": res.usage.tokens_read, "tokens_generated": res.usage.tokens_generated,
          "unparsed_chains": res.unparsed,
-         "arithmetic_slips": [sum(arithmetic_slips(c) for c in chains) for chains in res.chains],
+         "arithmetic_slips": [sum(judge_task.value_errors(_problem(e["problem"]), c) for c in chains)
+                              for e, chains in zip(evals, res.chains)],
          "samples": samples, "example_chains": [c[0] for c in res.chains[:8]]}
   os.makedirs(os.path.dirname(path), exist_ok=True)
   return _json(path, out)

@@ -208,10 +208,11 @@ def _generation_room(judge: JudgeModel, prompts, max_new_tokens: int) -> int:
 
 
 def sample(judge: JudgeModel, prompts: Sequence[Sequence[int]], num_samples: int, *,
-           max_new_tokens: int, temperature: float, rng, stop_strings: Sequence[str] = ()
-           ) -> tuple[list[list[int]], Usage]:
+           max_new_tokens: int, temperature: float, rng, stop_strings: Sequence[str] = (),
+           stop_tokens: Sequence[int] = ()) -> tuple[list[list[int]], Usage]:
   """`num_samples` continuations (ids, EOS included when emitted) of every prompt, samples of
-  one prompt adjacent. Temperature 0 is greedy. `rng` is a JAX key."""
+  one prompt adjacent; a row also ends on any of `stop_tokens` or `stop_strings`.
+  Temperature 0 is greedy. `rng` is a JAX key."""
   if not prompts:
     return [], Usage()
   new = _generation_room(judge, prompts, max_new_tokens)
@@ -221,7 +222,8 @@ def sample(judge: JudgeModel, prompts: Sequence[Sequence[int]], num_samples: int
   # calls with different limits then share compiled shapes.
   out = generate(judge.config, judge.params, [list(p) for p in prompts],
                  max_new_tokens=min(_round_up(new, 16), room), temperature=float(temperature),
-                 stop_tokens=(tok.eos_id,), stop_strings=tuple(stop_strings),
+                 stop_tokens=(tok.eos_id, *map(int, stop_tokens)),
+                 stop_strings=tuple(stop_strings),
                  decode_fn=functools.partial(decode_sampled, tok) if stop_strings else None,
                  num_samples=int(num_samples),
                  rng=rng, pad_id=tok.pad_id)

@@ -68,11 +68,59 @@ def read_chain(chain: Sequence[int], generated: Sequence[bool], num_steps: int,
   return where, False
 
 
+def _scaffolded_chains(judge, template, ids, steps_lists, num_samples, yes, no, *,
+                       max_new_tokens, temperature, rng):
+  """Chains in which the framework writes `template.check_prefix` for each step (as input)
+  and the judge writes the rest of that step's check up to its verdict token; a newline
+  (input) follows a yes verdict and the next step's prefix is given; a no verdict, EOS or
+  `max_new_tokens` generated tokens end the chain."""
+  import jax
+
+  tok = judge.tokenizer
+  rows = [b for b in range(len(ids)) for _ in range(num_samples)]
+  chains, generated = [[] for _ in rows], [[] for _ in rows]
+  step, usage = [0] * len(rows), Usage()
+  newline = tok.encode("\n")
+  active = list(range(len(rows)))
+  while active:
+    for r in active:
+      text = template.check_prefix.format(index=step[r] + 1, step=steps_lists[rows[r]][step[r]])
+      piece = tok.encode(text)
+      chains[r] += piece
+      generated[r] += [False] * len(piece)
+      usage.tokens_read += len(piece)
+    rng, key = jax.random.split(rng)
+    room = [max_new_tokens - sum(generated[r]) for r in active]
+    outs, u = lm.sample(judge, [ids[rows[r]] + chains[r] for r in active], 1,
+                        max_new_tokens=max(room), temperature=temperature, rng=key,
+                        stop_tokens=tuple(yes) + tuple(no))
+    usage.tokens_read += u.tokens_read
+    still = []
+    for r, out, left in zip(active, outs, room):
+      out = out[:left]
+      chains[r] += out
+      generated[r] += [True] * len(out)
+      usage.tokens_generated += len(out)
+      if out and out[-1] in yes and step[r] + 1 < len(steps_lists[rows[r]]) and left > len(out):
+        chains[r] += newline
+        generated[r] += [False] * len(newline)
+        step[r] += 1
+        still.append(r)
+    active = still
+  return chains, generated, usage
+
+
 def verify_steps(judge: JudgeModel, prompts: Sequence, steps_lists: Sequence[Sequence[str]],
                  template: tmpl.JudgeTemplate = tmpl.STEPS, *, num_samples: int = 1,
                  max_new_tokens: int = 256, temperature: float = 0.0, rng=None,
-                 tool: bool = False, batch_size: int = 16) -> StepVerification:
-  """Verification chains for each (prompt, steps) and the per-step probabilities."""
+                 tool: bool = False, scaffold: bool = False, batch_size: int = 16
+                 ) -> StepVerification:
+  """Verification chains for each (prompt, steps) and the per-step probabilities.
+
+  `scaffold=True` (needs `template.check_prefix`): the framework writes each step's check
+  prefix and the judge completes each check (GenPRM-style step-by-step format) instead of
+  writing the whole chain itself.
+  """
   import jax
 
   if len(prompts) != len(steps_lists):
@@ -84,7 +132,13 @@ def verify_steps(judge: JudgeModel, prompts: Sequence, steps_lists: Sequence[Seq
   k = int(num_samples)
   if not ids:
     return StepVerification([], [], [], 0, Usage())
-  if tool:
+  if scaffold:
+    if tool or template.check_prefix is None:
+      raise ValueError("scaffold=True needs template.check_prefix and no tool")
+    chains, generated, usage = _scaffolded_chains(
+        judge, template, ids, steps_lists, k, yes, no, max_new_tokens=max_new_tokens,
+        temperature=temperature, rng=rng)
+  elif tool:
     chains, generated, usage = lm.sample_with_tool(judge, ids, k, max_new_tokens=max_new_tokens,
                                                    temperature=temperature, rng=rng)
   else:

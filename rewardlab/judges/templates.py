@@ -10,7 +10,8 @@ or 1-10 score. Fields a template's text must use:
 * pairwise: `{prompt}`, `{response_a}`, `{response_b}` (verdict "A" = the first shown wins);
 * principle: `{prompt}`, `{response}`, `{principle}`;
 * steps: `{prompt}`, `{steps}` (each step rendered with `step_format`, which gets `{index}`
-  (1-based) and `{step}`).
+  (1-based) and `{step}`); `check_prefix` (same fields) is what a scaffolded chain is given
+  before the judge writes each step's check (`verify_steps(..., scaffold=True)`).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class JudgeTemplate:
   score_pattern: str | None = None  # one group: an integer score
   score_range: tuple[int, int] = (1, 10)
   step_format: str = "Step {index}: {step}\n"
+  check_prefix: str | None = None  # scaffolded step checks: the framework writes this per step
 
   def __post_init__(self):
     object.__setattr__(self, "yes", tuple(self.yes))
