@@ -6,12 +6,11 @@ names them; best-of-N, step-error F1, calibration, the judge-compute curve and c
 Run:      python experiments/verifiers.py --config experiments/configs/verifiers.py \
               --workdir runs/verifiers
           (add --config.prm_dirs='{"mc": "runs/demo/rm_prm/reward_model"}' to compare a PRM)
-Runtime:  ~25 minutes on the shared 2-core CPU (measured with load average ~5; see the
-          README of the results); resumable: rerun the same command after an interruption.
-Expected: the trained verifiers find the first wrong step of held-out policy samples far
-          better than the untrained judge (step-error F1 well above 0) and best-of-8 with
-          them beats the policy's pass@1; see experiments/results/verifiers/ for the
-          measured figures and the claims' verdicts.
+Runtime:  2,420 s measured on the 2-core CPU shared with other jobs (load average 10-19);
+          resumable: rerun the same command after an interruption.
+Expected: (measured, experiments/results/verifiers/) step-error F1 0.29 and step AUROC 0.72
+          for the tool verifier, ~0 for the verifiers without the tool, 0.52 / 0.97 for the
+          untrained GenARM-form PRM; best-of-8 78% (untrained judge) down to 53% (filtered).
 """
 
 import ml_collections
