@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rewardlab import models
+from rewardlab import models, sharding
 from rewardlab.losses import policy as policy_lib
 from rewardlab.models import heads
 from rewardlab.models import logprobs as lp_lib
@@ -129,3 +129,26 @@ def test_memory_of_token_logprob_objective_at_real_vocab():
         f"{unchunked_bytes / 1e6:.0f} MB, one [B,T,V] f32 {full_logits_bytes / 1e6:.0f} MB")
   assert unchunked_bytes > full_logits_bytes  # the measure sees the full logits
   assert chunked_bytes < full_logits_bytes / 4
+
+
+def test_chunked_stats_on_an_8_device_mesh_equal_one_device():
+  """Batch over (data, fsdp), vocabulary over tensor: the chunk loops run sharded."""
+  assert jax.device_count() >= 8, "tests/conftest.py should give 8 CPU devices"
+  mesh = sharding.make_mesh((2, 2, 2), devices=jax.devices()[:8])
+  config = models.tiny_config(vocab_size=48)
+  tokens = jax.random.randint(jax.random.key(6), (8, 12), 0, 48)
+  mask = jnp.ones_like(tokens)
+  index = jnp.broadcast_to(jnp.arange(2, 11), (8, 9))
+  targets = tokens[:, 3:12]
+
+  def stats(params, tokens, mask):
+    out = lp_lib.policy_token_stats(config, params, tokens, mask, index, targets, chunk=4)
+    return out["logp"], out["entropy"]
+
+  single = jax.jit(stats)(models.init_params(config, jax.random.key(0)), tokens, mask)
+  params = models.init_params(config, jax.random.key(0), mesh=mesh)
+  batch = sharding.shard_batch({"tokens": np.asarray(tokens), "mask": np.asarray(mask)}, mesh)
+  with sharding.use_mesh(mesh):
+    sharded = jax.jit(stats)(params, batch["tokens"], batch["mask"])
+  for a, b in zip(sharded, single):
+    np.testing.assert_allclose(jax.device_get(a), b, atol=1e-5, rtol=1e-5)

@@ -6,8 +6,8 @@ evaluation. `run(cfg, workdir)` reads or builds the data (jsonl/parquet in the p
 formats, encoded by `rewardlab.data.encode`), trains with AdamW (warmup + cosine)
 through the shared resumable loop (`train.loop.fit`: checkpoints hold params, optimizer
 and data-iterator state), optionally with LoRA adapters on a frozen backbone
-(`cfg.lora.rank > 0`, `rewardlab.models.lora`; the saved model is merged), evaluates on held-out data (`rewardlab.eval.reward_model`)
-and saves the model (`workdir/reward_model`), the report (`workdir/rm_results.json`)
+(`cfg.lora.rank > 0`, `rewardlab.models.lora`; the saved model is merged), evaluates
+on held-out data (`rewardlab.eval.reward_model`) and saves the model (`workdir/reward_model`), the report (`workdir/rm_results.json`)
 and the reliability diagram (`workdir/rm_results_reliability.png`).
 """
 
