@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rewardlab import models
 from rewardlab.losses import advantages as adv_lib
 from rewardlab.losses import policy as policy_lib
 from rewardlab.losses.registry import get_advantage_estimator, get_policy_loss
 from rewardlab.models import heads
+from rewardlab.models import logprobs as logprobs_lib
 from rewardlab.models.config import TransformerConfig
 from rewardlab.train import state as state_lib
 from rewardlab.train.step import guard_retraces
@@ -137,26 +137,28 @@ def init_value_head(hidden_size: int) -> dict:
 
 
 def policy_outputs(config: TransformerConfig, params: dict, batch: dict, *,
-                   temperature: float = 1.0) -> dict:
-  """Log-probs of the completion tokens, logits and (with a value head) values.
+                   temperature: float = 1.0, untempered: bool = False) -> dict:
+  """Log-probs and entropies of the completion tokens and (with a value head) values,
+  computed in chunks (`rewardlab.models.logprobs`: no `[N, T, V]` logits unless one
+  chunk covers the whole batch, as at small vocabularies).
 
   batch: tokens, attention_mask [N, W]; completion_index, completion_tokens [N, T].
   temperature: the policy is softmax(logits / temperature), the distribution the
     rollouts were sampled from; ratios, KL and entropy all refer to it.
-  Returns logp [N, T], logits [N, T, V] (divided by the temperature), values [N, T]
-  (if params has "value").
+  untempered: also return "untempered_logp" [N, T], the log-probs under softmax(logits)
+    (what the sampler reports), from the same hidden states (no second forward pass).
+  Returns logp [N, T], entropy [N, T] (unmasked), values [N, T] (if params has "value").
   """
-  hidden = models.hidden_states(config, params["policy"], batch["tokens"],
-                                attention_mask=batch["attention_mask"])  # [N, W, D]
-  h = jnp.take_along_axis(hidden, batch["completion_index"][..., None], axis=1)  # [N, T, D]
-  logits = models.unembed(config, params["policy"], h).astype(jnp.float32)  # [N, T, V]
-  if temperature != 1.0:
-    logits = logits / temperature
-  logp_all = jax.nn.log_softmax(logits, axis=-1)
-  logp = jnp.take_along_axis(logp_all, batch["completion_tokens"][..., None], axis=-1)[..., 0]
-  out = {"logp": logp, "logits": logits}
+  stats = logprobs_lib.policy_token_stats(
+      config, params["policy"], batch["tokens"], batch["attention_mask"],
+      batch["completion_index"], batch["completion_tokens"], temperature=temperature)
+  out = {"logp": stats["logp"], "entropy": stats["entropy"]}
   if "value" in params:
-    out["values"] = heads.value_head(params["value"], h)
+    out["values"] = heads.value_head(params["value"], stats["hidden"])
+  if untempered:
+    out["untempered_logp"] = stats["logp"] if temperature == 1.0 else (
+        logprobs_lib.token_stats_from_hidden(config, params["policy"], stats["hidden"],
+                                             batch["completion_tokens"]).logprobs)
   return out
 
 
@@ -208,7 +210,7 @@ def rl_loss(params, mb: dict, *, config: TransformerConfig, algo: Algorithm):
   else:
     loss, metrics = loss_fn(out["logp"], mb["old_logp"], mb["advantages"], mask,
                             kl_coef=algo.kl_coef, **kwargs)
-  entropy = policy_lib.entropy_from_logits(out["logits"], mask)
+  entropy = adv_lib.masked_mean(out["entropy"], mask)
   return loss - algo.entropy_coef * entropy, {**metrics, "entropy": entropy}
 
 
@@ -225,7 +227,7 @@ def update_step(state: TrainState, batch: dict, ref_params, rng, *, config: Tran
     old = {"logp": batch["sampler_logprobs"]}
   else:
     old = jax.lax.stop_gradient(policy_outputs(config, state.params, batch,
-                                               temperature=algo.temperature))
+                                               temperature=algo.temperature, untempered=True))
   monitor = slice(None, None, algo.reference_stride)
   monitor_ref_logp = policy_outputs(config, {"policy": ref_params},
                                     jax.tree.map(lambda x: x[monitor], batch),
@@ -265,13 +267,9 @@ def update_step(state: TrainState, batch: dict, ref_params, rng, *, config: Tran
       kl_ref_rollout=adv_lib.masked_mean(
           policy_lib.kl_penalty(old["logp"][monitor], monitor_ref_logp), mask[monitor]))
   if algo.old_logprobs == "recompute":  # how far the sampler's log-probs are from π_old's
-    untempered_old_logp = old["logp"]
-    if algo.temperature != 1.0:  # the sampler reports log-probs of softmax(z), untempered
-      untempered_old_logp = jnp.take_along_axis(
-          jax.nn.log_softmax(old["logits"] * algo.temperature),
-          batch["completion_tokens"][..., None], axis=-1)[..., 0]
+    # the sampler reports log-probs of softmax(z), untempered
     metrics["sampler_logprob_diff"] = jnp.max(jnp.where(
-        mask.astype(bool), jnp.abs(untempered_old_logp - batch["sampler_logprobs"]), 0.0))
+        mask.astype(bool), jnp.abs(old["untempered_logp"] - batch["sampler_logprobs"]), 0.0))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, metrics
 
