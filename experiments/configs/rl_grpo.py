@@ -103,6 +103,18 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.algo.old_logprobs = "recompute"  # or "sampler": π_old from the rollouts, one forward fewer
   c.algo.kl_monitor_every = 1    # with kl_coef 0, the logged KL to π_ref on every k-th row
 
+  # LoRA (rank > 0): only the adapters (and a value head) are trained; the reference is
+  # the base without them; the saved policy holds the merged weights (rewardlab.models.lora).
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0
+  c.lora.alpha = 16.0  # updates scaled by alpha / rank
+  c.lora.targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+  c.lora.base_dtype = ""  # "" keeps the policy's dtype; "bfloat16" halves its memory
+
+  # Device mesh (data, fsdp, tensor); None runs on one device. Placement by the logical rules
+  # of rewardlab.sharding; rollouts are sharded over the data axes.
+  c.mesh_shape = config_dict.placeholder(tuple)
+
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-5
   c.optim.warmup_steps = 5         # RL steps

@@ -35,11 +35,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
+from rewardlab import sharding
 from rewardlab.losses import advantages as adv_lib
 from rewardlab.losses import policy as policy_lib
 from rewardlab.losses.registry import get_advantage_estimator, get_policy_loss
-from rewardlab.models import heads
+from rewardlab.models import heads, lora
 from rewardlab.models import logprobs as logprobs_lib
 from rewardlab.models.config import TransformerConfig
 from rewardlab.train import state as state_lib
@@ -192,11 +194,14 @@ def _gae_targets(algo: Algorithm, batch: dict, old: dict, ref_logp) -> dict:
 _TARGETS = {"group": _group_targets, "gae": _gae_targets}
 
 
-def rl_loss(params, mb: dict, *, config: TransformerConfig, algo: Algorithm):
+def rl_loss(params, mb: dict, *, config: TransformerConfig, algo: Algorithm,
+            adapters: lora.LoraConfig = lora.LoraConfig()):
   """Loss of one minibatch: the registered policy loss (+ value loss for PPO) - c_H · H.
 
   Only the clip settings the algorithm sets are passed (`Algorithm.clip_options`): the
-  others keep the registered loss's defaults."""
+  others keep the registered loss's defaults. With LoRA adapters in `params` ("lora"),
+  the policy is the base merged with them (gradients reach only the adapters)."""
+  params = lora.materialize(adapters, params, base_key="policy")
   out = policy_outputs(config, params, mb, temperature=algo.temperature)
   mask = mb["completion_mask"]
   loss_fn = get_policy_loss(algo.loss)
@@ -215,18 +220,26 @@ def rl_loss(params, mb: dict, *, config: TransformerConfig, algo: Algorithm):
 
 
 def update_step(state: TrainState, batch: dict, ref_params, rng, *, config: TransformerConfig,
-                algo: Algorithm, tx: optax.GradientTransformation):
+                algo: Algorithm, tx: optax.GradientTransformation,
+                adapters: lora.LoraConfig = lora.LoraConfig()):
   """One RL update (see the module docstring): `(state, batch) -> (state, metrics)`.
 
   batch: the `rollout.training_batch` fields plus `scores` [N], `token_rewards`
   [N, T], `has_eos` [N]. `ref_params` is the frozen reference backbone, `rng` the run's key.
+  With LoRA (`state.params["lora"]`), `ref_params` is None: the reference is the base
+  `state.params["policy"]` itself, without the adapters (no second copy of the weights).
   """
-  loss = functools.partial(rl_loss, config=config, algo=algo)
+  loss = functools.partial(rl_loss, config=config, algo=algo, adapters=adapters)
   mask = batch["completion_mask"]
+  if ref_params is None:
+    if "lora" not in state.params:
+      raise ValueError("update_step: ref_params is None but the state has no LoRA adapters")
+    ref_params = jax.lax.stop_gradient(state.params["policy"])
   if algo.old_logprobs == "sampler":
     old = {"logp": batch["sampler_logprobs"]}
   else:
-    old = jax.lax.stop_gradient(policy_outputs(config, state.params, batch,
+    current = lora.materialize(adapters, state.params, base_key="policy")
+    old = jax.lax.stop_gradient(policy_outputs(config, current, batch,
                                                temperature=algo.temperature, untempered=True))
   monitor = slice(None, None, algo.reference_stride)
   monitor_ref_logp = policy_outputs(config, {"policy": ref_params},
@@ -275,15 +288,39 @@ def update_step(state: TrainState, batch: dict, ref_params, rng, *, config: Tran
 
 
 def make_update(config: TransformerConfig, algo: Algorithm, tx: optax.GradientTransformation,
-                ref_params, rng):
+                ref_params, rng, *, adapters: lora.LoraConfig = lora.LoraConfig(), mesh=None,
+                state_shardings=None):
   """`update(state, batch) -> (state, metrics)`: `update_step` jitted with its static
   settings, the reference and the run's key bound. The state is donated. A batch whose
   shapes or dtypes differ from the first one's raises `RetraceError` (the training
-  core's guard: it would recompile the step)."""
+  core's guard: it would recompile the step).
+
+  With a mesh, the step is jitted with explicit shardings: the state's (a TrainState of
+  NamedShardings, `step.state_shardings_of`), the reference's own placement, the batch
+  over the data axes (`sharding.batch_sharding`), the key and the metrics replicated.
+  `ref_params` is None with LoRA (the reference is the state's base)."""
   step = guard_retraces(
-      functools.partial(update_step, config=config, algo=algo, tx=tx), name="RL update")
-  jitted = jax.jit(step, donate_argnums=0)
-  return lambda state, batch: jitted(state, batch, ref_params, rng)
+      functools.partial(update_step, config=config, algo=algo, tx=tx, adapters=adapters),
+      name="RL update")
+  if mesh is None:
+    jitted = jax.jit(step, donate_argnums=0)
+    return lambda state, batch: jitted(state, batch, ref_params, rng)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  rng = jax.device_put(rng, replicated)
+  ref_shardings = jax.tree.map(lambda x: x.sharding, ref_params)
+  cache: dict = {}
+
+  def sharded(state, batch):
+    key = jax.tree.structure(batch)
+    if key not in cache:
+      batch_shardings = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim), batch)
+      cache[key] = jax.jit(step, in_shardings=(state_shardings, batch_shardings, ref_shardings,
+                                               replicated),
+                           out_shardings=(state_shardings, replicated), donate_argnums=0)
+    with sharding.use_mesh(mesh):
+      return cache[key](state, batch, ref_params, rng)
+
+  return sharded
 
 
 # --------------------------------------------------------------------------- optimizer
