@@ -133,7 +133,7 @@ def _mesh_cfg(cfg, mesh_shape):
   cfg = cfg.unlock()
   cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = 2, 2, 2
   cfg.reward.name, cfg.eval.maj_k = "outcome_rm", 0
-  cfg.rollout.update_groups = 0  # 2 groups x 4 = 8 update rows: divisible by 8 data shards
+  cfg.rollout.update_groups = 2  # 2 groups x 4 = 8 update rows: divisible by 8 data shards
   cfg.mesh_shape = mesh_shape
   return cfg.lock()
 

@@ -62,11 +62,11 @@ def check_mesh_rows(cfg, mesh) -> None:
   the mesh's data axes (data x fsdp)."""
   if mesh is None:
     return
-  groups = cfg.rollout.update_groups or cfg.rollout.batch_size
+  groups = min(cfg.rollout.update_groups or cfg.rollout.batch_size, cfg.rollout.batch_size)
   rows, shards = groups * cfg.rollout.group_size, mesh.shape["data"] * mesh.shape["fsdp"]
   if rows % shards:
     raise ValueError(f"mesh_shape={tuple(cfg.mesh_shape)}: the update's {rows} rows "
-                     f"(rollout.update_groups or batch_size x group_size) do not split over "
+                     f"(update groups x group size) do not split over "
                      f"{shards} data shards (data x fsdp)")
 
 
