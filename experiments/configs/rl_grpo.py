@@ -33,6 +33,9 @@ Real checkpoints and problem files (the `task` section, rewardlab.tasks.source):
         --config.task.train_files=train.jsonl --config.task.eval_files=test.jsonl \
         --config.eval.num_problems=200 --config.rollout.max_prompt_length=256 \
         --config.rollout.max_new_tokens=128 --config.eval.max_new_tokens=128 --workdir runs/rl_math
+LoRA: `--config.lora.rank=16` trains adapters only (π_ref = the base, no copy; merged export).
+Mesh: `--config.mesh_shape="(2,2,2)"` (data, fsdp, tensor) in one process; the update's rows
+(update_groups x group_size) must split over data x fsdp.
 DIR is any local Hugging Face directory with its tokenizer (its chat template wraps the
 prompts unless `task.chat_template=False`); `data.num_train` / `eval.num_problems` take the
 first rows of the files (0 = all). Not timed here at that size: see the SmolLM2 evidence.

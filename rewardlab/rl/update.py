@@ -21,8 +21,12 @@ log-probs) undoes the τ first.
 Sequences for the forward pass are `prompt ++ completion`, right padded to
 `max_prompt_length + T`; the hidden state that predicts completion token t sits at
 `len(prompt) - 1 + t` and also gives the value V_t of the state before token t.
-The state is the training core's `TrainState` (params `{"policy": backbone, "value":
-head}`, the value head for PPO only); the run's rng is an input of the update, and the
+Token log-probs and entropies come from `rewardlab.models.logprobs` in chunks over the
+sequence (and the vocabulary if configured): the `[N, T, V]` logits are never formed at
+once unless one chunk covers them (small vocabularies). The state is the training core's
+`TrainState` (params `{"policy": backbone, "value": head}`, the value head for PPO only;
+with LoRA also "lora" adapters, the policy being the base merged with them and π_ref the
+base alone); the run's rng is an input of the update, and the
 step's randomness is `fold_in(rng, state.step)`, so a resumed run repeats the
 uninterrupted one exactly.
 """
