@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import rl_grpo, rl_ppo, rl_prm, rl_ttrl
+from rewardlab import models
 from rewardlab.data.tokenizers import CharTokenizer
 from rewardlab.losses import group_advantages
 from rewardlab.rl import rewards, rollout, run, update
@@ -161,6 +162,14 @@ def test_old_logprobs_equal_the_samplers(tiny_policy):
   assert np.all(np.asarray(out["logp"])[mask] < 0)
 
 
+def _full_logits(config, params, data):
+  """The completion tokens' full logits [N, T, V] by the plain forward pass (reference)."""
+  hidden = models.hidden_states(config, params, data["tokens"],
+                                attention_mask=data["attention_mask"])
+  h = jnp.take_along_axis(hidden, data["completion_index"][..., None], axis=1)
+  return models.unembed(config, params, h).astype(jnp.float32)
+
+
 def test_old_logprobs_equal_the_samplers_at_a_lower_temperature(tiny_policy):
   # Rollouts at temperature 0.7: the update's log-probs must be those of softmax(z / 0.7).
   config, params, _, _ = tiny_policy
@@ -178,10 +187,15 @@ def test_old_logprobs_equal_the_samplers_at_a_lower_temperature(tiny_policy):
   # The sampler reports untempered log-probs; the update's are those of softmax(z / 0.7).
   np.testing.assert_allclose(np.asarray(plain["logp"])[mask],
                              batch["sampler_logprobs"][mask], atol=1e-4)
-  expected = jnp.take_along_axis(jax.nn.log_softmax(plain["logits"] / 0.7),
+  expected = jnp.take_along_axis(jax.nn.log_softmax(_full_logits(config, params, data) / 0.7),
                                  data["completion_tokens"][..., None], axis=-1)[..., 0]
   np.testing.assert_allclose(np.asarray(tempered["logp"])[mask], np.asarray(expected)[mask],
                              atol=1e-5)
+  full = jax.nn.log_softmax(_full_logits(config, params, data) / 0.7)
+  np.testing.assert_allclose(tempered["entropy"], -jnp.sum(jnp.exp(full) * full, -1), atol=1e-5)
+  with_untempered = update.policy_outputs(config, {"policy": params}, data, temperature=0.7,
+                                          untempered=True)
+  np.testing.assert_allclose(with_untempered["untempered_logp"], plain["logp"], atol=1e-6)
   assert np.abs(np.asarray(tempered["logp"] - plain["logp"])[mask]).max() > 1e-2
   with pytest.raises(ValueError, match="temperature must be positive"):
     update.Algorithm(temperature=0.0)

@@ -36,8 +36,10 @@ def _loss_batch():
 @pytest.fixture
 def fake_forward(monkeypatch):
   """`policy_outputs` that returns the log-probs stored as the "policy" params (no model)."""
-  def outputs(config, params, batch, *, temperature=1.0):
-    out = {"logp": params["policy"], "logits": jnp.zeros(params["policy"].shape + (5,))}
+  def outputs(config, params, batch, *, temperature=1.0, untempered=False):
+    out = {"logp": params["policy"], "entropy": jnp.full(params["policy"].shape, jnp.log(5.0))}
+    if untempered:
+      out["untempered_logp"] = params["policy"]
     if "value" in params:
       out["values"] = params["value"]
     return out

@@ -33,6 +33,9 @@ Real checkpoints and problem files (the `task` section, rewardlab.tasks.source):
         --config.task.train_files=train.jsonl --config.task.eval_files=test.jsonl \
         --config.eval.num_problems=200 --config.rollout.max_prompt_length=256 \
         --config.rollout.max_new_tokens=128 --config.eval.max_new_tokens=128 --workdir runs/rl_math
+LoRA: `--config.lora.rank=16` trains adapters only (π_ref = the base, no copy; merged export).
+Mesh: `--config.mesh_shape="(2,2,2)"` (data, fsdp, tensor) in one process; the update's rows
+(update_groups x group_size) must split over data x fsdp.
 DIR is any local Hugging Face directory with its tokenizer (its chat template wraps the
 prompts unless `task.chat_template=False`); `data.num_train` / `eval.num_problems` take the
 first rows of the files (0 = all). Not timed here at that size: see the SmolLM2 evidence.
@@ -102,6 +105,18 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.algo.temperature = 1.0       # rollout temperature; log-probs use logits / temperature
   c.algo.old_logprobs = "recompute"  # or "sampler": π_old from the rollouts, one forward fewer
   c.algo.kl_monitor_every = 1    # with kl_coef 0, the logged KL to π_ref on every k-th row
+
+  # LoRA (rank > 0): only the adapters (and a value head) are trained; the reference is
+  # the base without them; the saved policy holds the merged weights (rewardlab.models.lora).
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0
+  c.lora.alpha = 16.0  # updates scaled by alpha / rank
+  c.lora.targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+  c.lora.base_dtype = ""  # "" keeps the policy's dtype; "bfloat16" halves its memory
+
+  # Device mesh (data, fsdp, tensor); None runs on one device. Placement by the logical rules
+  # of rewardlab.sharding; rollouts are sharded over the data axes.
+  c.mesh_shape = config_dict.placeholder(tuple)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 5e-5

@@ -45,22 +45,24 @@ def accuracy_by_num_ops(correct: np.ndarray, problems: Sequence, prefix: str) ->
 
 
 def evaluate(config, params, tokenizer, source, problems: Sequence, *, max_new_tokens: int,
-             maj_k: int = 0, maj_problems: int = 0, rng=None, batch_size: int = 100) -> dict:
+             maj_k: int = 0, maj_problems: int = 0, rng=None, batch_size: int = 100,
+             mesh=None) -> dict:
   """Held-out greedy pass@1 (overall and per K) and per-problem correctness
   (`greedy_correct`, for paired comparisons); with `maj_k`, also sampled pass@1 and maj@k
   (temperature 1) on `maj_problems` problems evenly spaced through `problems`.
-  `source` gives the prompts, the task and its step separator (a `TaskSource`)."""
+  `source` gives the prompts, the task and its step separator (a `TaskSource`); with a
+  `mesh` the sampling is sharded over its data axes."""
   task = source.task
   correct = greedy_correct(config, params, tokenizer, task, problems,
                            max_new_tokens=max_new_tokens, prompt=source.prompt,
-                           batch_size=batch_size)
+                           batch_size=batch_size, mesh=mesh)
   result = {"pass1_greedy": float(correct.mean()), "greedy_correct": correct.astype(int).tolist()}
   result.update(accuracy_by_num_ops(correct, problems, "pass1_greedy_"))
   if maj_k and maj_problems:
     picks = np.linspace(0, len(problems) - 1, min(maj_problems, len(problems))).astype(int)
     subset = [problems[i] for i in picks]
     rollout, _ = sample_rollout(config, params, tokenizer, source, subset, group_size=maj_k,
-                                max_new_tokens=max_new_tokens, rng=rng)
+                                max_new_tokens=max_new_tokens, rng=rng, mesh=mesh)
     right = []
     for i, problem in enumerate(subset):
       texts = rollout.texts[i * maj_k:(i + 1) * maj_k]

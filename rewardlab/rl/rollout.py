@@ -16,9 +16,9 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from rewardlab import sharding
 from rewardlab.data.tokenizers import decode_sampled
 from rewardlab.sampling import generate
 
@@ -126,17 +126,18 @@ def prompt_ids(tokenizer, source, problems: Sequence) -> tuple[list[str], list[l
 def sample_rollout(config, params, tokenizer, source, problems: Sequence, *,
                    group_size: int, max_new_tokens: int, rng,
                    max_prompt_length: int | None = None,
-                   temperature: float = 1.0) -> tuple[Rollout, dict | None]:
+                   temperature: float = 1.0, mesh=None) -> tuple[Rollout, dict | None]:
   """G completions per problem at `temperature` (no top-k/top-p), stopping at EOS.
 
   `source` gives the prompt text (`source.prompt`), the task and the step separator
   (a `rewardlab.tasks.source.TaskSource`). Returns the host `Rollout` and, when
   `max_prompt_length` is given, the numpy training batch of `training_batch` (else None).
+  With a `mesh` the prompts are sharded over its data axes (`generate(mesh=...)`).
   """
   texts, prompts = prompt_ids(tokenizer, source, problems)
   out = generate(config, params, prompts, max_new_tokens=max_new_tokens,
                  temperature=temperature, stop_tokens=(tokenizer.eos_id,),
-                 num_samples=group_size, rng=rng, pad_id=tokenizer.pad_id)
+                 num_samples=group_size, rng=rng, pad_id=tokenizer.pad_id, mesh=mesh)
   rows = [i for i in range(len(problems)) for _ in range(group_size)]
   has_eos = np.array([n > 0 and row[n - 1] == tokenizer.eos_id
                       for row, n in zip(out.tokens, out.lengths)], bool)
@@ -195,28 +196,33 @@ def rollout_metrics(rollout: Rollout, rewards) -> dict:
 class RLStep:
   """The host side of one RL step, `(state, prompt batch) -> (state, metrics)` for `loop.fit`.
 
-  Samples with the state's params and `fold_in(rng, state.step)`, scores the
-  completions with `reward_fn`, and calls the jitted `update`.
+  Samples with the state's policy (`policy_params(state.params)`: the LoRA-merged
+  one; default `params["policy"]`) and `fold_in(rng, state.step)`, scores the
+  completions with `reward_fn`, and calls the jitted `update` (with a `mesh`, sampling
+  and the update batch are sharded over its data axes).
   """
 
   def __init__(self, config, tokenizer, source, problems, reward_fn: Callable, update, *,
                rng, group_size: int, max_new_tokens: int, max_prompt_length: int,
-               update_groups: int = 0, temperature: float = 1.0):
+               update_groups: int = 0, temperature: float = 1.0, mesh=None,
+               policy_params: Callable | None = None):
     self.config, self.tokenizer, self.source, self.problems = config, tokenizer, source, problems
     self.reward_fn, self.update, self.rng = reward_fn, update, rng
     self.group_size, self.max_new_tokens = group_size, max_new_tokens
     self.max_prompt_length = max_prompt_length
     self.update_groups = update_groups  # 0: update on every sampled group
     self.temperature = temperature
+    self.mesh = mesh
+    self.policy_params = policy_params or (lambda params: params["policy"])
 
   def __call__(self, state, batch: dict):
     t0 = time.perf_counter()
     problems = [self.problems[int(i)] for i in np.asarray(batch["index"])]
     key = jax.random.fold_in(self.rng, state.step)
     rollout, train_batch = sample_rollout(
-        self.config, state.params["policy"], self.tokenizer, self.source, problems,
+        self.config, self.policy_params(state.params), self.tokenizer, self.source, problems,
         group_size=self.group_size, max_new_tokens=self.max_new_tokens, rng=key,
-        max_prompt_length=self.max_prompt_length, temperature=self.temperature)
+        max_prompt_length=self.max_prompt_length, temperature=self.temperature, mesh=self.mesh)
     t_sample = time.perf_counter() - t0
     rewards = self.reward_fn(rollout)
     train_batch = with_rewards(train_batch, rollout, rewards)
@@ -226,7 +232,7 @@ class RLStep:
       train_batch = take_groups(train_batch, groups, self.group_size)
       spread = np.ptp(rewards.returns.reshape(-1, self.group_size)[groups], axis=1)
       extra["update_informative_fraction"] = float(np.mean(spread > 0))
-    state, metrics = self.update(state, jax.tree.map(jnp.asarray, train_batch))
+    state, metrics = self.update(state, sharding.shard_batch(train_batch, self.mesh))
     metrics = jax.device_get(metrics)
     seconds = time.perf_counter() - t0
     return state, {**metrics, **rollout_metrics(rollout, rewards), **extra,

@@ -22,35 +22,52 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from rewardlab import models
+from jax.sharding import NamedSharding, PartitionSpec
+
+from rewardlab import models, sharding
 from rewardlab.data import pipeline
 from rewardlab.data.tokenizers import CharTokenizer
+from rewardlab.models import lora
 from rewardlab.rl import evaluation, rewards, rollout
 from rewardlab.rl import update as update_lib
 from rewardlab.tasks import problem_sets
 from rewardlab.tasks import source as source_lib
 from rewardlab.train import checkpoint as checkpoint_lib
 from rewardlab.train import config_checks, loop, sft
+from rewardlab.train import step as step_lib
 from rewardlab.train import metrics as metrics_lib
 from rewardlab.train.state import TrainState
 
 
-def load_policy(cfg, min_positions: int):
+def load_policy(cfg, min_positions: int, mesh=None):
   """`(config, params, tokenizer)`: the policy at `cfg.policy_dir` (any supported local
   Hugging Face directory with its tokenizer, or an SFT policy), or a random one of shape
   `cfg.model` (seed `cfg.seed`, character tokenizer) when it is empty.
   `max_position_embeddings` is raised to `min_positions` if smaller: RoPE has no
   learned table, and the sampler pads prompts to a multiple of 16 slots, past the
-  longest real position."""
+  longest real position. With a mesh the parameters are placed by the logical rules."""
   if cfg.policy_dir:
-    config, params, tokenizer = sft.load_policy(cfg.policy_dir)
+    config, params, tokenizer = sft.load_policy(cfg.policy_dir, mesh=mesh)
   else:
     tokenizer = CharTokenizer.for_arithmetic()
     config = sft.model_config(cfg, tokenizer)
-    params = models.init_params(config, jax.random.key(cfg.seed))
+    params = models.init_params(config, jax.random.key(cfg.seed), mesh=mesh)
   if config.max_position_embeddings < min_positions:
     config = dataclasses.replace(config, max_position_embeddings=min_positions)
   return config, params, tokenizer
+
+
+def check_mesh_rows(cfg, mesh) -> None:
+  """ValueError when the update's rows (groups x group size) do not split evenly over
+  the mesh's data axes (data x fsdp)."""
+  if mesh is None:
+    return
+  groups = min(cfg.rollout.update_groups or cfg.rollout.batch_size, cfg.rollout.batch_size)
+  rows, shards = groups * cfg.rollout.group_size, mesh.shape["data"] * mesh.shape["fsdp"]
+  if rows % shards:
+    raise ValueError(f"mesh_shape={tuple(cfg.mesh_shape)}: the update's {rows} rows "
+                     f"(update groups x group size) do not split over "
+                     f"{shards} data shards (data x fsdp)")
 
 
 def problems(cfg, source) -> tuple[list, list]:
@@ -83,21 +100,36 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   `train.eval_every` steps, the end), `rl_curves.png`, `rl_results.json` and the final
   policy in `policy/` (the SFT policy's format: weights and tokenizer).
   `stop_after` ends this invocation after that many total steps, as an interruption.
+  `cfg.mesh_shape` runs on a device mesh (params, optimizer state, reference and value
+  head placed by the logical rules; rollouts sharded over the data axes); `cfg.lora.rank`
+  > 0 trains LoRA adapters only (the saved policy is merged).
   """
   config_checks.check_values(cfg)  # before anything is written
   os.makedirs(workdir, exist_ok=True)
   slots = -(-cfg.rollout.max_prompt_length // 16) * 16 + max(cfg.rollout.max_new_tokens,
                                                               cfg.eval.max_new_tokens)
-  mconfig, policy_params, tokenizer = load_policy(cfg, slots)
+  mesh = sharding.make_mesh(tuple(cfg.mesh_shape)) if cfg.get("mesh_shape") else None
+  check_mesh_rows(cfg, mesh)
+  mconfig, policy_params, tokenizer = load_policy(cfg, slots, mesh)
   source = source_lib.build(cfg.task, tokenizer)
   algo = update_lib.algorithm_from_config(cfg)
+  adapters = lora.from_config_dict(cfg.lora) if cfg.get("lora") else lora.LoraConfig()
   params = {"policy": policy_params}
   if algo.uses_values:
     params["value"] = update_lib.init_value_head(mconfig.hidden_size)
-  ref_params = jax.tree.map(jnp.copy, policy_params)  # the state is donated; keep a copy
+    if mesh is not None:
+      params["value"] = jax.device_put(params["value"], NamedSharding(mesh, PartitionSpec()))
   tx = update_lib.optimizer_from_config(cfg, algo)
+  if adapters.enabled:  # the reference is the base itself: no copy
+    params = lora.attach(adapters, params, jax.random.key(cfg.seed + 1), model_config=mconfig,
+                         base_key="policy", mesh=mesh)
+    ref_params, tx = None, lora.freeze_base(tx, base_key="policy")
+  else:
+    ref_params = jax.tree.map(jnp.copy, policy_params)  # the state is donated; keep a copy
   state = TrainState.create(params, tx)
   rng = jax.random.PRNGKey(cfg.seed)
+  plain_policy = lambda params: lora.materialize(adapters, params, base_key="policy",
+                                                 train=False)["policy"]
   reward_fn = rewards.make_reward_fn(cfg.reward.name, **rewards.reward_options(
       cfg.reward, tokenizer, step_separator=source.step_separator,
       outcome_scorer=outcome_scorer, process_scorer=process_scorer))
@@ -108,7 +140,10 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
                                 batch_size=cfg.rollout.batch_size, seed=cfg.seed)
   step_fn = rollout.RLStep(
       mconfig, tokenizer, source, train, reward_fn,
-      update_lib.make_update(mconfig, algo, tx, ref_params, rng), rng=rng,
+      update_lib.make_update(
+          mconfig, algo, tx, ref_params, rng, adapters=adapters, mesh=mesh,
+          state_shardings=step_lib.state_shardings_of(state) if mesh is not None else None),
+      rng=rng, mesh=mesh, policy_params=plain_policy,
       group_size=cfg.rollout.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
       max_prompt_length=cfg.rollout.max_prompt_length, update_groups=cfg.rollout.update_groups,
       temperature=algo.temperature)
@@ -119,7 +154,7 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
     record = evaluation.evaluate(
         mconfig, params, tokenizer, source, test, max_new_tokens=cfg.eval.max_new_tokens,
         maj_k=cfg.eval.maj_k, maj_problems=cfg.eval.maj_problems,
-        rng=jax.random.PRNGKey(cfg.seed + 7))
+        rng=jax.random.PRNGKey(cfg.seed + 7), mesh=mesh)
     record = {"step": step, "elapsed_s": time.perf_counter() - t_start, **record}
     metrics_lib.append_jsonl(eval_path, record)
     return record
@@ -133,7 +168,7 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   def eval_hook(step: int, state) -> dict:
     if step % cfg.train.eval_every and step != cfg.train.steps:
       return {}
-    record = run_eval(step, state.params["policy"])
+    record = run_eval(step, plain_policy(state.params))
     return {f"eval/{k}": v for k, v in record.items() if k != "step" and not isinstance(v, list)}
 
   result = loop.fit(state, step_fn, data, workdir=workdir, total_steps=cfg.train.steps,
@@ -146,7 +181,10 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
     return {"stopped_at": int(result.state.step)}
   evals = metrics_lib.read_jsonl(eval_path)
   policy_dir = os.path.join(workdir, "policy")
-  sft.save_policy(policy_dir, mconfig, result.state.params["policy"], tokenizer)
+  final = result.state.params
+  if adapters.enabled:  # merged weights in the model's storage dtype
+    final = lora.merged_for_export(adapters, final, mconfig, base_key="policy")
+  sft.save_policy(policy_dir, mconfig, final["policy"], tokenizer)
   results = {"steps": int(result.state.step), "rl_seconds_this_run": result.seconds,
              "policy_dir": policy_dir, "num_train_problems": len(train),
              "num_eval_problems": len(test), "skipped_rows": dict(source.skipped),

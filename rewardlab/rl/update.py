@@ -21,8 +21,12 @@ log-probs) undoes the τ first.
 Sequences for the forward pass are `prompt ++ completion`, right padded to
 `max_prompt_length + T`; the hidden state that predicts completion token t sits at
 `len(prompt) - 1 + t` and also gives the value V_t of the state before token t.
-The state is the training core's `TrainState` (params `{"policy": backbone, "value":
-head}`, the value head for PPO only); the run's rng is an input of the update, and the
+Token log-probs and entropies come from `rewardlab.models.logprobs` in chunks over the
+sequence (and the vocabulary if configured): the `[N, T, V]` logits are never formed at
+once unless one chunk covers them (small vocabularies). The state is the training core's
+`TrainState` (params `{"policy": backbone, "value": head}`, the value head for PPO only;
+with LoRA also "lora" adapters, the policy being the base merged with them and π_ref the
+base alone); the run's rng is an input of the update, and the
 step's randomness is `fold_in(rng, state.step)`, so a resumed run repeats the
 uninterrupted one exactly.
 """
@@ -35,12 +39,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
-from rewardlab import models
+from rewardlab import sharding
 from rewardlab.losses import advantages as adv_lib
 from rewardlab.losses import policy as policy_lib
 from rewardlab.losses.registry import get_advantage_estimator, get_policy_loss
-from rewardlab.models import heads
+from rewardlab.models import heads, lora
+from rewardlab.models import logprobs as logprobs_lib
 from rewardlab.models.config import TransformerConfig
 from rewardlab.train import state as state_lib
 from rewardlab.train.step import guard_retraces
@@ -137,26 +143,28 @@ def init_value_head(hidden_size: int) -> dict:
 
 
 def policy_outputs(config: TransformerConfig, params: dict, batch: dict, *,
-                   temperature: float = 1.0) -> dict:
-  """Log-probs of the completion tokens, logits and (with a value head) values.
+                   temperature: float = 1.0, untempered: bool = False) -> dict:
+  """Log-probs and entropies of the completion tokens and (with a value head) values,
+  computed in chunks (`rewardlab.models.logprobs`: no `[N, T, V]` logits unless one
+  chunk covers the whole batch, as at small vocabularies).
 
   batch: tokens, attention_mask [N, W]; completion_index, completion_tokens [N, T].
   temperature: the policy is softmax(logits / temperature), the distribution the
     rollouts were sampled from; ratios, KL and entropy all refer to it.
-  Returns logp [N, T], logits [N, T, V] (divided by the temperature), values [N, T]
-  (if params has "value").
+  untempered: also return "untempered_logp" [N, T], the log-probs under softmax(logits)
+    (what the sampler reports), from the same hidden states (no second forward pass).
+  Returns logp [N, T], entropy [N, T] (unmasked), values [N, T] (if params has "value").
   """
-  hidden = models.hidden_states(config, params["policy"], batch["tokens"],
-                                attention_mask=batch["attention_mask"])  # [N, W, D]
-  h = jnp.take_along_axis(hidden, batch["completion_index"][..., None], axis=1)  # [N, T, D]
-  logits = models.unembed(config, params["policy"], h).astype(jnp.float32)  # [N, T, V]
-  if temperature != 1.0:
-    logits = logits / temperature
-  logp_all = jax.nn.log_softmax(logits, axis=-1)
-  logp = jnp.take_along_axis(logp_all, batch["completion_tokens"][..., None], axis=-1)[..., 0]
-  out = {"logp": logp, "logits": logits}
+  stats = logprobs_lib.policy_token_stats(
+      config, params["policy"], batch["tokens"], batch["attention_mask"],
+      batch["completion_index"], batch["completion_tokens"], temperature=temperature)
+  out = {"logp": stats["logp"], "entropy": stats["entropy"]}
   if "value" in params:
-    out["values"] = heads.value_head(params["value"], h)
+    out["values"] = heads.value_head(params["value"], stats["hidden"])
+  if untempered:
+    out["untempered_logp"] = stats["logp"] if temperature == 1.0 else (
+        logprobs_lib.token_stats_from_hidden(config, params["policy"], stats["hidden"],
+                                             batch["completion_tokens"]).logprobs)
   return out
 
 
@@ -190,11 +198,14 @@ def _gae_targets(algo: Algorithm, batch: dict, old: dict, ref_logp) -> dict:
 _TARGETS = {"group": _group_targets, "gae": _gae_targets}
 
 
-def rl_loss(params, mb: dict, *, config: TransformerConfig, algo: Algorithm):
+def rl_loss(params, mb: dict, *, config: TransformerConfig, algo: Algorithm,
+            adapters: lora.LoraConfig = lora.LoraConfig()):
   """Loss of one minibatch: the registered policy loss (+ value loss for PPO) - c_H · H.
 
   Only the clip settings the algorithm sets are passed (`Algorithm.clip_options`): the
-  others keep the registered loss's defaults."""
+  others keep the registered loss's defaults. With LoRA adapters in `params` ("lora"),
+  the policy is the base merged with them (gradients reach only the adapters)."""
+  params = lora.materialize(adapters, params, base_key="policy")
   out = policy_outputs(config, params, mb, temperature=algo.temperature)
   mask = mb["completion_mask"]
   loss_fn = get_policy_loss(algo.loss)
@@ -208,24 +219,32 @@ def rl_loss(params, mb: dict, *, config: TransformerConfig, algo: Algorithm):
   else:
     loss, metrics = loss_fn(out["logp"], mb["old_logp"], mb["advantages"], mask,
                             kl_coef=algo.kl_coef, **kwargs)
-  entropy = policy_lib.entropy_from_logits(out["logits"], mask)
+  entropy = adv_lib.masked_mean(out["entropy"], mask)
   return loss - algo.entropy_coef * entropy, {**metrics, "entropy": entropy}
 
 
 def update_step(state: TrainState, batch: dict, ref_params, rng, *, config: TransformerConfig,
-                algo: Algorithm, tx: optax.GradientTransformation):
+                algo: Algorithm, tx: optax.GradientTransformation,
+                adapters: lora.LoraConfig = lora.LoraConfig()):
   """One RL update (see the module docstring): `(state, batch) -> (state, metrics)`.
 
   batch: the `rollout.training_batch` fields plus `scores` [N], `token_rewards`
   [N, T], `has_eos` [N]. `ref_params` is the frozen reference backbone, `rng` the run's key.
+  With LoRA (`state.params["lora"]`), `ref_params` is None: the reference is the base
+  `state.params["policy"]` itself, without the adapters (no second copy of the weights).
   """
-  loss = functools.partial(rl_loss, config=config, algo=algo)
+  loss = functools.partial(rl_loss, config=config, algo=algo, adapters=adapters)
   mask = batch["completion_mask"]
+  if ref_params is None:
+    if "lora" not in state.params:
+      raise ValueError("update_step: ref_params is None but the state has no LoRA adapters")
+    ref_params = jax.lax.stop_gradient(state.params["policy"])
   if algo.old_logprobs == "sampler":
     old = {"logp": batch["sampler_logprobs"]}
   else:
-    old = jax.lax.stop_gradient(policy_outputs(config, state.params, batch,
-                                               temperature=algo.temperature))
+    current = lora.materialize(adapters, state.params, base_key="policy")
+    old = jax.lax.stop_gradient(policy_outputs(config, current, batch,
+                                               temperature=algo.temperature, untempered=True))
   monitor = slice(None, None, algo.reference_stride)
   monitor_ref_logp = policy_outputs(config, {"policy": ref_params},
                                     jax.tree.map(lambda x: x[monitor], batch),
@@ -265,27 +284,47 @@ def update_step(state: TrainState, batch: dict, ref_params, rng, *, config: Tran
       kl_ref_rollout=adv_lib.masked_mean(
           policy_lib.kl_penalty(old["logp"][monitor], monitor_ref_logp), mask[monitor]))
   if algo.old_logprobs == "recompute":  # how far the sampler's log-probs are from π_old's
-    untempered_old_logp = old["logp"]
-    if algo.temperature != 1.0:  # the sampler reports log-probs of softmax(z), untempered
-      untempered_old_logp = jnp.take_along_axis(
-          jax.nn.log_softmax(old["logits"] * algo.temperature),
-          batch["completion_tokens"][..., None], axis=-1)[..., 0]
+    # the sampler reports log-probs of softmax(z), untempered
     metrics["sampler_logprob_diff"] = jnp.max(jnp.where(
-        mask.astype(bool), jnp.abs(untempered_old_logp - batch["sampler_logprobs"]), 0.0))
+        mask.astype(bool), jnp.abs(old["untempered_logp"] - batch["sampler_logprobs"]), 0.0))
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, metrics
 
 
 def make_update(config: TransformerConfig, algo: Algorithm, tx: optax.GradientTransformation,
-                ref_params, rng):
+                ref_params, rng, *, adapters: lora.LoraConfig = lora.LoraConfig(), mesh=None,
+                state_shardings=None):
   """`update(state, batch) -> (state, metrics)`: `update_step` jitted with its static
   settings, the reference and the run's key bound. The state is donated. A batch whose
   shapes or dtypes differ from the first one's raises `RetraceError` (the training
-  core's guard: it would recompile the step)."""
+  core's guard: it would recompile the step).
+
+  With a mesh, the step is jitted with explicit shardings: the state's (a TrainState of
+  NamedShardings, `step.state_shardings_of`), the reference's own placement, the batch
+  over the data axes (`sharding.batch_sharding`), the key and the metrics replicated.
+  `ref_params` is None with LoRA (the reference is the state's base)."""
   step = guard_retraces(
-      functools.partial(update_step, config=config, algo=algo, tx=tx), name="RL update")
-  jitted = jax.jit(step, donate_argnums=0)
-  return lambda state, batch: jitted(state, batch, ref_params, rng)
+      functools.partial(update_step, config=config, algo=algo, tx=tx, adapters=adapters),
+      name="RL update")
+  if mesh is None:
+    jitted = jax.jit(step, donate_argnums=0)
+    return lambda state, batch: jitted(state, batch, ref_params, rng)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  rng = jax.device_put(rng, replicated)
+  ref_shardings = jax.tree.map(lambda x: x.sharding, ref_params)
+  cache: dict = {}
+
+  def sharded(state, batch):
+    key = jax.tree.structure(batch)
+    if key not in cache:
+      batch_shardings = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim), batch)
+      cache[key] = jax.jit(step, in_shardings=(state_shardings, batch_shardings, ref_shardings,
+                                               replicated),
+                           out_shardings=(state_shardings, replicated), donate_argnums=0)
+    with sharding.use_mesh(mesh):
+      return cache[key](state, batch, ref_params, rng)
+
+  return sharded
 
 
 # --------------------------------------------------------------------------- optimizer
