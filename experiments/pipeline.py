@@ -109,7 +109,7 @@ def _likelihood_accuracy(config, params, tokenizer, pairs: list[dict]) -> float 
   untrained baseline every reward model of the pipeline should beat."""
   if not pairs:
     return None
-  prompts = [[tokenizer.bos_id] + tokenizer.encode(p["prompt"]) for p in pairs]
+  prompts = [tokenizer.encode(p["prompt"], add_bos=True) for p in pairs]
   encode = lambda key: [tokenizer.encode(p[key]) for p in pairs]
   chosen = score.sequence_logprob(config, params, prompts, encode("chosen"))
   rejected = score.sequence_logprob(config, params, prompts, encode("rejected"))

@@ -257,8 +257,10 @@ def _bucket(count: int, cap: int) -> int:
 class LMCompleter:
   """Samples completions from a causal LM (e.g. the SFT policy with its char tokenizer).
 
-  Prefixes are encoded as ``[BOS] + encode(prefix)`` (what the policy saw in
-  training) and decoded without special tokens; sampling stops at EOS. One
+  Prefixes are encoded as ``encode(prefix, add_bos=True)``, as :class:`LMPolicy`, RL
+  rollouts and SFT prompts are (BOS first, not doubled when a chat template already
+  starts the prompt with it, as SmolLM2's ``<|im_start|>`` does) and decoded without
+  special tokens; sampling stops at EOS. One
   :func:`generate` call handles up to ``batch_size`` prefixes with
   ``num_samples = n``: the sampler prefills each prefix once and shares that cache
   among its ``n`` samples (different prefixes of one problem are prefilled
@@ -284,7 +286,7 @@ class LMCompleter:
     self.unshared_prefill_tokens = 0  # what one prefill per sample would have read (n x that)
 
   def complete(self, prefixes: list[str], n: int, rng: np.random.Generator) -> list[list[str]]:
-    encoded = [[self.tokenizer.bos_id] + self.tokenizer.encode(p) for p in prefixes]
+    encoded = [self.tokenizer.encode(p, add_bos=True) for p in prefixes]
     widths = [pad_prompts([ids], self.tokenizer.pad_id)[0].shape[1] for ids in encoded]
     out: list[list[str] | None] = [None] * len(prefixes)
     for width in sorted(set(widths)):
