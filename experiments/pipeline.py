@@ -345,8 +345,8 @@ def stage_report(cfg, workdir: str):
 def build_stages(cfg, workdir: str) -> list[stages_lib.Stage]:
   if cfg.task.name != "arithmetic":
     raise ValueError(f"task.name={cfg.task.name!r}: the pipeline runs the synthetic arithmetic "
-                     "task (its rollouts and labels stages check arithmetic steps); run tts.py / "
-                     "rl.py on problem files instead")
+                     "task (its SFT and rollouts stages train and check arithmetic solutions); "
+                     "run label_steps.py / tts.py / rl.py on problem files instead")
   source.build(cfg.task)  # a bad task section fails before any stage runs
   return [stage_sft(cfg), stage_rollouts(cfg), stage_labels(cfg), stage_rm(cfg, "rm_orm", "bt"),
           stage_rm(cfg, "rm_prm", "prm"), stage_rm(cfg, "rm_genarm", "genarm"), stage_tts(cfg),

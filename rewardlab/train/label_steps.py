@@ -371,7 +371,6 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, completer: Completer | 
   if cfg.completer not in COMPLETERS:
     raise ValueError(f"config.completer {cfg.completer!r}; known: {sorted(COMPLETERS)}")
   config_checks.check_values(cfg)
-  source.build(cfg.task)  # a bad task section fails before a policy is loaded
   if completer is None and cfg.completer == "policy":
     completer = _policy_completer(cfg)
   # Prompts through the policy's tokenizer (its chat template) when it has one.
