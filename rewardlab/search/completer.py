@@ -32,18 +32,18 @@ Implementations of the :class:`Completer` protocol:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import operator
 import re
-import hashlib
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import jax
 import numpy as np
 
 from rewardlab.sampling.generate import generate, pad_prompts
-from rewardlab.tasks import ArithmeticTask, MathProblem, MathTask, arithmetic, math_answers
+from rewardlab.tasks import ArithmeticTask, MathTask, arithmetic, math_answers
 
 # A labelling task: yields the prefixes it needs completions for, receives one list
 # of completions per prefix, and finally returns its result.
