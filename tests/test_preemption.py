@@ -154,8 +154,14 @@ def test_a_second_sigterm_exits_at_once(tmp_path, env):
   proc.send_signal(signal.SIGTERM)
   time.sleep(0.2)  # two signals before the handler runs would count as one
   proc.send_signal(signal.SIGTERM)
+  sent = time.monotonic()
   _, stderr = proc.communicate(timeout=30)
-  assert proc.returncode == 143 and "SIGTERM again: exiting now" in stderr, stderr[-3000:]
+  assert time.monotonic() - sent < 15, stderr[-3000:]
+  if "SIGTERM again: exiting now" in stderr:  # the second signal came during the step
+    assert proc.returncode == 143, stderr[-3000:]
+  else:  # the first stop had already finished its step and left `watch()`: the second
+    # signal then has its usual effect on a process that is shutting down
+    assert proc.returncode == -signal.SIGTERM and "stopped at step" in stderr, stderr[-3000:]
 
 
 def test_a_torn_rl_metrics_line_no_longer_blocks_the_run(tmp_path):
