@@ -109,7 +109,7 @@ def _likelihood_accuracy(config, params, tokenizer, pairs: list[dict]) -> float 
   untrained baseline every reward model of the pipeline should beat."""
   if not pairs:
     return None
-  prompts = [[tokenizer.bos_id] + tokenizer.encode(p["prompt"]) for p in pairs]
+  prompts = [tokenizer.encode(p["prompt"], add_bos=True) for p in pairs]
   encode = lambda key: [tokenizer.encode(p[key]) for p in pairs]
   chosen = score.sequence_logprob(config, params, prompts, encode("chosen"))
   rejected = score.sequence_logprob(config, params, prompts, encode("rejected"))
@@ -345,8 +345,8 @@ def stage_report(cfg, workdir: str):
 def build_stages(cfg, workdir: str) -> list[stages_lib.Stage]:
   if cfg.task.name != "arithmetic":
     raise ValueError(f"task.name={cfg.task.name!r}: the pipeline runs the synthetic arithmetic "
-                     "task (its rollouts and labels stages check arithmetic steps); run tts.py / "
-                     "rl.py on problem files instead")
+                     "task (its SFT and rollouts stages train and check arithmetic solutions); "
+                     "run label_steps.py / tts.py / rl.py on problem files instead")
   source.build(cfg.task)  # a bad task section fails before any stage runs
   return [stage_sft(cfg), stage_rollouts(cfg), stage_labels(cfg), stage_rm(cfg, "rm_orm", "bt"),
           stage_rm(cfg, "rm_prm", "prm"), stage_rm(cfg, "rm_genarm", "genarm"), stage_tts(cfg),

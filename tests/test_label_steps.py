@@ -134,8 +134,8 @@ def test_bad_config_is_rejected(tmp_path):
     label_steps.run(cfg.lock(), str(tmp_path))
   cfg = label_config.tiny().unlock()
   cfg.task.name, cfg.task.train_files = "math", "tests/fixtures/gsm8k.jsonl"
-  with pytest.raises(ValueError, match="task.name='math': the Monte-Carlo and OmegaPRM labellers"):
-    label_steps.run(cfg.lock(), str(tmp_path))
+  with pytest.raises(ValueError, match="scripted math completer needs the problems' per-step"):
+    label_steps.run(cfg.lock(), str(tmp_path))  # GSM8K rows without intermediates
 
 
 def test_problems_come_from_the_task_section():

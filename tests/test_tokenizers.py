@@ -86,8 +86,9 @@ def test_plain_chat_prompt_fallback():
 # ----------------------------------------------------------------------------- HF tokenizers
 
 
-def _save_bpe(path, *, chat_template=None, pad=True):
-  """Train a tiny byte-level BPE and save it as a transformers tokenizer directory."""
+def _save_bpe(path, *, chat_template=None, pad=True, texts=None):
+  """Train a tiny byte-level BPE (on `texts`, default TRAIN_TEXT) and save it as a
+  transformers tokenizer directory."""
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
   from transformers import PreTrainedTokenizerFast
 
@@ -97,7 +98,7 @@ def _save_bpe(path, *, chat_template=None, pad=True):
   trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                 show_progress=False)
-  bpe.train_from_iterator(TRAIN_TEXT, trainer=trainer)
+  bpe.train_from_iterator(TRAIN_TEXT if texts is None else texts, trainer=trainer)
   specials = dict(bos_token="<s>", eos_token="</s>") | (dict(pad_token="<pad>") if pad else {})
   fast = PreTrainedTokenizerFast(tokenizer_object=bpe, **specials)
   if chat_template is not None:

@@ -12,7 +12,7 @@ from experiments.configs import tts as tts_config
 from rewardlab import models
 from rewardlab.data.tokenizers import CharTokenizer
 from rewardlab.search.methods import Scorers
-from rewardlab.search.policy import LMPolicy
+from rewardlab.search.policy import Completion, LMPolicy
 from rewardlab.tasks import MathProblem, MathTask
 from rewardlab.train import interrupt, sft, tts
 
@@ -188,6 +188,46 @@ def test_math_files_with_a_local_hf_model_and_its_chat_template(tmp_path):
     for m in out["methods"].values():
         assert np.asarray(m["per_problem_correct"]).shape == (2, 2)
         assert m["tokens_generated"][0] > 0
+
+
+class _FixedPolicy:
+    """Writes the same solution for every prompt (no `step_separator` of its own)."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def sample(self, prompts, n, **kwargs):
+        del kwargs
+        return [[Completion(self.text, 5, True) for _ in range(n)] for _ in prompts]
+
+
+class _RecordingPRM:
+    def __init__(self):
+        self.steps, self.tokens_scored = [], 0
+
+    def score_steps(self, prompts, steps_lists):
+        self.steps += [list(s) for s in steps_lists]
+        return [np.ones(len(s)) for s in steps_lists]
+
+
+def test_prm_best_of_n_splits_steps_on_the_task_separator(tmp_path):
+    # The policy writes single line breaks inside a step; the task's separator is "\n\n",
+    # so a PRM must see two steps, not four lines.
+    rows = [{"question": "Mia has 3 apples and buys 4 more.", "answer": "3 + 4 = 7\n#### 7"}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tts_config.tiny().unlock()
+    cfg.task.update(dict(name="math", eval_files=str(tmp_path / "test.jsonl"),
+                         step_separator="\n\n"))
+    cfg.problems.num, cfg.n_max = 0, 2
+    cfg.methods = ("best_of_n_prm", "weighted_best_of_n_prm")
+    prm = _RecordingPRM()
+    text = "She buys 4 more:\n3 + 4 = 7\n\nSo she has 7.\n#### 7"
+    out = tts.run(cfg.lock(), str(tmp_path / "run"), policy=_FixedPolicy(text),
+                  scorers=Scorers(process=prm))
+    assert out["skipped"] == {}
+    assert prm.steps and all(s == ["She buys 4 more:\n3 + 4 = 7", "So she has 7.\n#### 7"]
+                             for s in prm.steps)
+    assert out["methods"]["best_of_n_prm"]["accuracy"] == [1.0, 1.0]
 
 
 class _SignallingOracle(tts.ArithmeticOracle):

@@ -3,6 +3,12 @@
 Run:      python experiments/label_steps.py --config experiments/configs/label_steps.py \
               --config.policy_dir runs/sft/policy --workdir runs/label_steps
           (--config.completer scripted labels with a scripted completer, no policy needed)
+          Math files, e.g. GSM8K-format word problems with their per-step results, labelled by
+          a local Hugging Face policy prompted through its chat template:
+            python -m rewardlab.tasks.word_problems --out data/wp --num_train 200
+            python experiments/label_steps.py --config experiments/configs/label_steps.py \
+              --config.policy_dir <SmolLM2 dir> --config.task.name=math \
+              --config.task.train_files=data/wp/train.jsonl --workdir runs/label_steps_math
 Runtime:  ~2-3 minutes on a shared 2-core CPU with the SFT policy (200 problems x 8 solutions,
           ~12.5k completions at ~100 completions/s, plus ~1 minute of sampler compiles on a
           cold compilation cache); seconds with the scripted completer.
@@ -21,18 +27,20 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.progress = True
-  c.task = source.config()  # the problems (rewardlab/tasks/source.py); the labellers of
-                            # rewardlab.search check outcomes of the arithmetic task only
+  c.task = source.config()  # the problems (rewardlab/tasks/source.py): arithmetic, or math
+                            # files (task.name=math, task.train_files=...; data.split "train" /
+                            # "test" picks train_files / eval_files)
   c.compilation_cache_dir = "runs/jax_cache"  # persistent XLA cache ("" = off): reruns skip compiles
   c.completer = "policy"             # "policy" (SFT policy at policy_dir) or "scripted"
   c.policy_dir = "runs/sft/policy"  # an SFT policy or any local Hugging Face model directory
-  c.scripted_fail_probs = (0.1, 0.15, 0.2, 0.25)  # per-step slip probabilities ("scripted")
+  c.scripted_fail_probs = (0.1, 0.15, 0.2, 0.25)  # per-step slip probabilities ("scripted";
+                                                  # math files need their intermediates)
   c.methods = ("mc", "omegaprm")
   c.num_solutions = 8                # policy samples labelled per problem (temperature 1)
   c.problems_per_batch = 16          # problems whose requests share completer calls
 
   c.data = ml_collections.ConfigDict()
-  c.data.num_problems = 200
+  c.data.num_problems = 200          # math files: the first ones (0 = all)
   c.data.seed = 2000                 # arithmetic generation only
   c.data.split = "train"             # "train", "test" or "" for both (arithmetic only)
 

@@ -10,7 +10,9 @@ compared at equal compute:
   `tokens_scored` counter (the difference before and after each call);
 * `policy_calls` / `scorer_calls`: how many batched calls were made (latency).
 
-Prompt tokens that the policy re-reads (prefill) are not counted as generated.
+Prompt tokens that the policy re-reads (prefill) are not counted as generated;
+`LMPolicy.prefill_tokens` (and `LMCompleter.prefill_tokens`) count them, each prompt
+once per call however many samples it gets.
 
 The helpers `sample`, `score_outcomes`, `score_steps` and `solution_scores` call
 the policy or a scorer and add what the call spent to a `Budget`; search code

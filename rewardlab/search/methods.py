@@ -123,13 +123,14 @@ def majority(prompt, *, policy, scorers, task, n, rng, temperature=1.0, max_new_
 
 
 def _scored_vote(how, prompt, policy, scorers, task, n, rng, temperature, max_new_tokens, reward,
-                 aggregation) -> SearchResult:
+                 aggregation, separator) -> SearchResult:
     scorer, kind = reward_scorer(scorers, reward)
     budget = Budget()
     texts = [c.text for c in _sample_solutions(prompt, policy, n, rng, budget, temperature,
                                                max_new_tokens)]
     scores = budget_lib.solution_scores(scorer, budget, [prompt] * n, texts, kind=kind,
-                                        aggregation=aggregation, separator=_separator(policy))
+                                        aggregation=aggregation,
+                                        separator=_separator(policy, separator))
     answers = [task.extract_answer(t) for t in texts]
     pick = select_answer(how, answers, scores, kind)
     return SearchResult(answers[pick.index], texts[pick.index], budget,
@@ -138,18 +139,19 @@ def _scored_vote(how, prompt, policy, scorers, task, n, rng, temperature, max_ne
 
 @register_method("best_of_n")
 def best_of_n(prompt, *, policy, scorers, task, n, rng, temperature=1.0, max_new_tokens=64,
-              reward="auto", aggregation="last") -> SearchResult:
+              reward="auto", aggregation="last", separator=None) -> SearchResult:
     """The sample with the highest reward among n."""
     return _scored_vote("best_of_n", prompt, policy, scorers, task, n, rng, temperature,
-                        max_new_tokens, reward, aggregation)
+                        max_new_tokens, reward, aggregation, separator)
 
 
 @register_method("weighted_best_of_n")
 def weighted_best_of_n(prompt, *, policy, scorers, task, n, rng, temperature=1.0,
-                       max_new_tokens=64, reward="auto", aggregation="last") -> SearchResult:
+                       max_new_tokens=64, reward="auto", aggregation="last", separator=None
+                       ) -> SearchResult:
     """The answer with the largest summed reward over n samples."""
     return _scored_vote("weighted_best_of_n", prompt, policy, scorers, task, n, rng, temperature,
-                        max_new_tokens, reward, aggregation)
+                        max_new_tokens, reward, aggregation, separator)
 
 
 def _tree_result(trace: beam_lib.SearchTrace, task, select: str) -> SearchResult:
@@ -162,57 +164,63 @@ def _tree_result(trace: beam_lib.SearchTrace, task, select: str) -> SearchResult
                          "steps": trace.steps})
 
 
-def _separator(policy) -> str:
-    """The string at which the policy ends a step (PRMs read steps split on it); "\\n" for a
-    policy without `step_separator`."""
+def _separator(policy, separator: str | None = None) -> str:
+    """The step separator (PRMs read steps split on it): `separator` when given (the task's,
+    e.g. tts passes `task.step_separator`), else the policy's `step_separator`, else "\\n"."""
+    if separator is not None:
+        if not isinstance(separator, str) or not separator:
+            raise ValueError(f"separator must be a non-empty string, got {separator!r}")
+        return separator
     return getattr(policy, "step_separator", "\n")
 
 
 def _step_search(policy, temperature, max_new_tokens, step_tokens, max_steps, lookahead,
-                 aggregation):
-    """Tree-search settings; steps are split on the policy's separator."""
+                 aggregation, separator=None):
+    """Tree-search settings; steps are split on `separator` (default: the policy's)."""
     return beam_lib.StepSearch(temperature=temperature, step_tokens=step_tokens,
                                max_new_tokens=max_new_tokens, max_steps=max_steps,
                                lookahead=lookahead, aggregation=aggregation,
-                               separator=_separator(policy))
+                               separator=_separator(policy, separator))
 
 
 @register_method("beam_search")
 def beam_search(prompt, *, policy, scorers, task, n, rng, width=4, temperature=1.0,
                 max_new_tokens=64, step_tokens=32, max_steps=40, lookahead=0, aggregation="last",
-                select="best_of_n", dedupe=True) -> SearchResult:
+                select="best_of_n", dedupe=True, separator=None) -> SearchResult:
     """PRM beam search with n beams of width min(width, n); the final pick over the
     finished beams is `select` (best_of_n = highest PRM score, weighted_best_of_n, majority)."""
     prm, _ = reward_scorer(scorers, "prm")
     trace = beam_lib.beam_search(
         prompt, policy=policy, prm=prm, n=n, width=min(width, n), rng=rng, dedupe=dedupe,
         settings=_step_search(policy, temperature, max_new_tokens, step_tokens, max_steps,
-                              lookahead, aggregation))
+                              lookahead, aggregation, separator))
     return _tree_result(trace, task, select)
 
 
 @register_method("dvts")
 def dvts(prompt, *, policy, scorers, task, n, rng, width=4, temperature=1.0, max_new_tokens=64,
-         step_tokens=32, max_steps=40, lookahead=0, aggregation="last", select="best_of_n"
-         ) -> SearchResult:
+         step_tokens=32, max_steps=40, lookahead=0, aggregation="last", select="best_of_n",
+         separator=None) -> SearchResult:
     """DVTS: n / min(width, n) greedy subtrees; the final pick over subtree results is `select`."""
     prm, _ = reward_scorer(scorers, "prm")
     trace = dvts_search(
         prompt, policy=policy, prm=prm, n=n, width=min(width, n), rng=rng,
         settings=_step_search(policy, temperature, max_new_tokens, step_tokens, max_steps,
-                              lookahead, aggregation))
+                              lookahead, aggregation, separator))
     return _tree_result(trace, task, select)
 
 
 @register_method("qalign")
 def qalign(prompt, *, policy, scorers, task, n, rng, beta=1.0, burn_in=0.2, unit="token",
-           reward="auto", aggregation="last", temperature=1.0, max_new_tokens=64) -> SearchResult:
+           reward="auto", aggregation="last", temperature=1.0, max_new_tokens=64, separator=None
+           ) -> SearchResult:
     """QUEST chain of n states targeting p_LM · exp(r / beta); majority vote after burn-in
     (`burn_in` is the discarded fraction of the states)."""
     scorer, kind = reward_scorer(scorers, reward)
     chain = qalign_chain(prompt, policy=policy, scorer=scorer, n=n, rng=rng, beta=beta,
                          unit=unit, kind=kind, aggregation=aggregation, temperature=temperature,
-                         max_new_tokens=max_new_tokens, separator=_separator(policy))
+                         max_new_tokens=max_new_tokens,
+                         separator=_separator(policy, separator))
     answers = [task.extract_answer(y.text) for y in chain.states]
     i = chain_vote(answers, n, burn_in)
     return SearchResult(answers[i], chain.states[i].text, chain.budgets[-1],

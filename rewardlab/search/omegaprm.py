@@ -22,6 +22,10 @@ Monte-Carlo value is ``MC(s) = c / k`` over ``k`` rollouts (completions) from ``
 * The search ends after ``max_searches`` selections, when the pool is empty, or
   when the next MC evaluation would exceed ``rollout_budget`` completions.
 
+Any task with ``is_answer_step`` can be searched (default: the arithmetic task); the
+prompt text, the step split and the outcome of a rollout come from the problem's
+:class:`~rewardlab.search.completer.StepView`.
+
 Outputs: the tree as JSON (:meth:`SearchTree.to_json`) and :class:`StepLabels`
 for any step sequence along it (:meth:`SearchTree.labels_for`): measured MC values
 where the tree has the prefix, inferred ones elsewhere (``totals = 0``).
@@ -34,8 +38,8 @@ import math
 from collections.abc import Generator, Sequence
 
 from rewardlab.search import completer as completer_lib
-from rewardlab.search.completer import Completer, Task, prefix_text, solution_steps
-from rewardlab.search.mc_labels import StepLabels, is_answer_step
+from rewardlab.search.completer import Completer, StepView, Task, step_view, step_views
+from rewardlab.search.mc_labels import StepLabels
 from rewardlab.tasks import arithmetic
 
 Steps = tuple[str, ...]
@@ -111,8 +115,10 @@ class Search:
 class SearchTree:
   """The search state of one problem; driven by :func:`search_task`."""
 
-  def __init__(self, problem: arithmetic.Problem, config: OmegaPRMConfig,
-               separator: str = arithmetic.STEP_SEPARATOR):
+  def __init__(self, problem, config: OmegaPRMConfig,
+               separator: str = arithmetic.STEP_SEPARATOR, *, task=None,
+               prompt: str | None = None):
+    self.view: StepView = step_view(problem, separator, task=task, prompt=prompt)
     self.problem, self.config, self.separator = problem, config, separator
     self.nodes: dict[Steps, Node] = {}
     self.pool: set[tuple[int, int]] = set()
@@ -129,13 +135,13 @@ class SearchTree:
     if steps in self.nodes:
       raise AssertionError(f"state {steps} evaluated twice")
     if not completions:
-      raise ValueError(f"problem {self.problem.key}: state {steps} got no rollouts")
-    prefix = prefix_text(self.problem, steps, self.separator)
+      raise ValueError(f"problem {self.view.key}: state {steps} got no rollouts")
+    view, solution = self.view, self.view.solution(steps)
     rollouts = []
     for text in completions:
-      full = solution_steps(prefix + text, self.separator)
-      lines = tuple(s for s in full[len(steps):] if not is_answer_step(s))
-      rollouts.append(Rollout(text, lines, arithmetic.is_correct(prefix + text, self.problem)))
+      full = view.steps(solution + text)
+      lines = tuple(s for s in full[len(steps):] if not view.is_answer_step(s))
+      rollouts.append(Rollout(text, lines, view.is_correct(solution + text)))
     node = Node(len(self._by_id), steps, rollouts, cost)
     self.nodes[steps] = node
     self._by_id.append(node)
@@ -151,7 +157,7 @@ class SearchTree:
     k = self.config.rollouts_per_state
     if self.rollouts_spent + k > self.config.rollout_budget:
       return None
-    (completions,) = yield [prefix_text(self.problem, steps, self.separator)]
+    (completions,) = yield [self.view.prefix(steps)]
     if len(completions) != k:
       raise ValueError(f"completer returned {len(completions)} rollouts, expected {k}")
     self.rollouts_spent += k
@@ -201,9 +207,8 @@ class SearchTree:
     """Rollout outcomes of a prefix when known: measured, or exact for an answer line."""
     if steps in self.nodes:
       return self.nodes[steps].outcomes
-    if steps and is_answer_step(steps[-1]):
-      prefix = prefix_text(self.problem, steps, self.separator)
-      return "1" if arithmetic.is_correct(prefix, self.problem) else "0"
+    if steps and self.view.is_answer_step(steps[-1]):
+      return "1" if self.view.is_correct(self.view.solution(steps)) else "0"
     return None
 
   def labels_for(self, steps: Sequence[str], method: str = "omegaprm") -> StepLabels:
@@ -217,7 +222,7 @@ class SearchTree:
     steps = tuple(steps)
     root = self.nodes.get(())
     if root is None:
-      raise ValueError(f"problem {self.problem.key}: the root was never evaluated")
+      raise ValueError(f"problem {self.view.key}: the root was never evaluated")
     known = [self.known_outcomes(steps[:k + 1]) for k in range(len(steps))]
     values = [None if o is None else o.count("1") / len(o) for o in known]
     labels = []
@@ -228,7 +233,7 @@ class SearchTree:
         value = 0.0 if before == 0.0 else (after if after is not None and after > 0 else before)
       labels.append(value)
     outcomes = tuple(o or "" for o in known)
-    return StepLabels(prompt=self.problem.prompt, steps=steps, labels=tuple(labels),
+    return StepLabels(prompt=self.view.prompt, steps=steps, labels=tuple(labels),
                       successes=tuple(o.count("1") for o in outcomes),
                       totals=tuple(len(o) for o in outcomes), outcomes=outcomes, method=method)
 
@@ -243,7 +248,8 @@ class SearchTree:
     tree a run with ``rollout_budget = budget`` would have built from the same
     completions (the pool and searches are not rebuilt).
     """
-    view, spent = SearchTree(self.problem, self.config, self.separator), 0
+    view, spent = SearchTree(self.problem, self.config, self.separator, task=self.view.task,
+                             prompt=self.view.prompt), 0
     for node in self._by_id:
       if spent + node.cost > budget:
         break
@@ -266,22 +272,25 @@ class SearchTree:
               "visits": n.visits,
               "rollouts": [{"text": r.text, "correct": r.correct} for r in n.rollouts]}
              for n in self._by_id]
-    return {"problem": self.problem.key, "config": dataclasses.asdict(self.config),
+    return {"problem": self.view.key, "config": dataclasses.asdict(self.config),
             "nodes": nodes, "searches": [dataclasses.asdict(s) for s in self.searches],
             "rollouts_spent": self.rollouts_spent, "cache_hits": self.cache_hits}
 
 
-def search_task(problem: arithmetic.Problem, config: OmegaPRMConfig,
+def search_task(problem, config: OmegaPRMConfig,
                 root_rollouts: Sequence[str] | None = None,
-                separator: str = arithmetic.STEP_SEPARATOR) -> Task:
+                separator: str = arithmetic.STEP_SEPARATOR, *, task=None,
+                prompt: str | None = None) -> Task:
   """Coroutine running OmegaPRM on one problem; returns the :class:`SearchTree`.
 
   ``root_rollouts`` (completions of the bare prompt, e.g. the solutions to label)
   stand in for the root's k rollouts and are not charged to the budget; without
   them the root is evaluated like any state. Every request is one prefix (steps
   joined by ``separator``) that needs ``config.rollouts_per_state`` completions.
+  ``task`` (default arithmetic) judges outcomes; ``prompt`` defaults to
+  ``task.prompt(problem)``.
   """
-  tree = SearchTree(problem, config, separator)
+  tree = SearchTree(problem, config, separator, task=task, prompt=prompt)
   if root_rollouts is not None:
     tree.add_state((), list(root_rollouts), cost=0)
   else:
@@ -294,17 +303,18 @@ def search_task(problem: arithmetic.Problem, config: OmegaPRMConfig,
   return tree
 
 
-def run_search(problems: Sequence[arithmetic.Problem], completer: Completer,
+def run_search(problems: Sequence, completer: Completer,
                config: OmegaPRMConfig = OmegaPRMConfig(), *, rng,
                root_rollouts: Sequence[Sequence[str]] | None = None,
-               separator: str = arithmetic.STEP_SEPARATOR) -> list[SearchTree]:
+               separator: str = arithmetic.STEP_SEPARATOR, task=None,
+               prompts: Sequence[str] | None = None) -> list[SearchTree]:
   """OmegaPRM on many problems in lockstep: each round's MC evaluations go out as one
-  completer call with ``k`` completions per prefix (steps joined by ``separator``, any
-  string). Returns one tree per problem."""
+  completer call with ``k`` completions per prefix (``prompts[i]``, default
+  ``task.prompt(problem)``, then steps joined by ``separator``, any string). ``task``
+  (default: the arithmetic task) judges outcomes. Returns one tree per problem."""
   if root_rollouts is not None and len(root_rollouts) != len(problems):
     raise ValueError(f"{len(root_rollouts)} root rollout lists for {len(problems)} problems")
-  if not separator:
-    raise ValueError("separator must be a non-empty string")
-  tasks = [search_task(p, config, None if root_rollouts is None else root_rollouts[i],
-                       separator) for i, p in enumerate(problems)]
+  views = step_views(problems, separator, task, prompts)
+  tasks = [search_task(v.problem, config, None if root_rollouts is None else root_rollouts[i],
+                       separator, task=v.task, prompt=v.prompt) for i, v in enumerate(views)]
   return completer_lib.drive(tasks, completer, config.rollouts_per_state, rng)

@@ -63,6 +63,10 @@ class ArithmeticTask:
     """Process label (ProcessBench convention): earliest wrong step, -1 if none."""
     return arithmetic.first_wrong_step(completion, problem)
 
+  def is_answer_step(self, step: str) -> bool:
+    """The step that states the final answer: the ``A:`` line."""
+    return step.startswith("A:")
+
 
 @dataclasses.dataclass(frozen=True)
 class MathProblem:
@@ -120,6 +124,10 @@ class MathTask:
     pred = math_answers.extract_math_answer(completion)
     return math_answers.answers_equal(pred, problem.answer)
 
+  def is_answer_step(self, step: str) -> bool:
+    """The step that states the final answer: it holds ``####`` or a ``\\boxed{...}``."""
+    return "####" in step or math_answers.extract_boxed(step) is not None
+
   def first_wrong_step(self, completion: str, problem: MathProblem, *,
                        finished: bool = True) -> int:
     """Process label (ProcessBench convention): earliest wrong step, -1 if none.
@@ -157,7 +165,7 @@ class MathTask:
           return i
         k += expected[k:].index(claim) + 1
         known.update(expected[:k])
-      if "####" in step or math_answers.extract_boxed(step) is not None:
+      if self.is_answer_step(step):
         return -1 if self.is_correct(step, problem) else i
     if not finished:
       return -1

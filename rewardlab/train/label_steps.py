@@ -1,11 +1,14 @@
 """Label solution steps without humans: Monte-Carlo (Math-Shepherd) and OmegaPRM.
 
 `run(cfg, workdir)` samples `num_solutions` solutions per problem of the `task` section
-(`rewardlab.tasks.source`; the arithmetic task: the labellers of `rewardlab.search` check
-outcomes in its answer format) from the completer policy (an SFT policy or any local
-Hugging Face model directory; temperature 1), labels every step of them with each method in
-`cfg.methods`, and appends the results per problem, so an interrupted run resumes
-without recomputing finished problems. Files in `workdir`:
+(`rewardlab.tasks.source`: the synthetic arithmetic task, or math problem files such as
+GSM8K-format word problems from `python -m rewardlab.tasks.word_problems`) from the
+completer policy (an SFT policy or any local Hugging Face model directory, prompted through
+its chat template when it has one; temperature 1), labels every step of them with each method
+in `cfg.methods` (outcomes judged by the task, steps split at `task.step_separator`), and
+appends the results per problem, so an interrupted run resumes without recomputing finished
+problems. `completer="scripted"` writes solutions with known slip probabilities instead
+(arithmetic problems, or math problems that carry `intermediates`). Files in `workdir`:
 
 * `labels_<method>.jsonl`: one stepwise record per solution (the TRL format the
   PRM trainer reads: `prompt`, `completions`, `labels`, plus `counts`, `outcomes`,
@@ -16,7 +19,9 @@ without recomputing finished problems. Files in `workdir`:
   steps and, per method and compute level, the completions spent and the first
   wrong step the labels imply); a problem is finished iff its line is here;
 * `summary.json`: label statistics, label quality (agreement of the implied first
-  wrong step with `arithmetic.first_wrong_step`) against compute, and throughput.
+  wrong step with the true one: `arithmetic.first_wrong_step`, or `MathTask.first_wrong_step`
+  for math problems with `intermediates`; without them the true step is null and no
+  agreement is computed) against compute, and throughput.
 
 Compute levels: MC labels from the first N' <= N completions of each prefix, and
 OmegaPRM trees truncated at smaller budgets, so one run gives both quality-vs-
@@ -25,6 +30,7 @@ compute curves.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -36,7 +42,7 @@ from tqdm.auto import tqdm
 
 from rewardlab.search import completer as completer_lib
 from rewardlab.search import mc_labels, omegaprm
-from rewardlab.search.completer import Completer
+from rewardlab.search.completer import Completer, StepView
 from rewardlab.tasks import ArithmeticTask, arithmetic, source
 from rewardlab.train import config_checks, interrupt
 from rewardlab.train import metrics as metrics_lib
@@ -59,32 +65,37 @@ def _policy_completer(cfg: ml_collections.ConfigDict) -> Completer:
                                    batch_size=cfg.sampling.batch_size)
 
 
-def _scripted_completer(cfg: ml_collections.ConfigDict) -> Completer:
-  return completer_lib.ScriptedCompleter(tuple(cfg.scripted_fail_probs))
+def _scripted_completer(cfg: ml_collections.ConfigDict, views: Sequence[StepView]) -> Completer:
+  if all(v.is_arithmetic for v in views):
+    return completer_lib.ScriptedCompleter(tuple(cfg.scripted_fail_probs))
+  return completer_lib.ScriptedMathCompleter(views, tuple(cfg.scripted_fail_probs))
 
 
-COMPLETERS: dict[str, Callable[[ml_collections.ConfigDict], Completer]] = {
-    "policy": _policy_completer,
-    "scripted": _scripted_completer,
-}
+COMPLETERS = ("policy", "scripted")
 
 
 # ----------------------------------------------------------------------------- labellers
-# A labeller maps (problems, solution step lists, completer, cfg, rng) to one dict per
-# problem: {"labels": [StepLabels per solution], "completions": int,
+# A labeller maps (step views of the problems, solution step lists, completer, cfg, rng) to
+# one dict per problem: {"labels": [StepLabels per solution], "completions": int,
 #           "levels": {level: {"completions": int, "implied": [int per solution]}},
 #           "states": [StepLabels] (optional), "tree": dict (optional)}.
 
 
-def _label_mc(problems, solutions, completer, cfg, rng) -> list[dict]:
-  n = cfg.mc.num_completions
-  per_problem = mc_labels.label_solutions(problems, solutions, completer, num_completions=n,
-                                          rng=rng)
+def _views_args(views: Sequence[StepView]) -> dict:
+  """The labellers' task, separator and prompts for these views (one task per run)."""
+  return {"task": views[0].task, "separator": views[0].separator,
+          "prompts": [v.prompt for v in views]}
+
+
+def _label_mc(views, solutions, completer, cfg, rng) -> list[dict]:
+  n, task = cfg.mc.num_completions, views[0].task
+  per_problem = mc_labels.label_solutions([v.problem for v in views], solutions, completer,
+                                          num_completions=n, rng=rng, **_views_args(views))
   out = []
   for labels in per_problem:
-    prefixes = mc_labels.num_sampled_prefixes(labels)
+    prefixes = mc_labels.num_sampled_prefixes(labels, task)
     # Math-Shepherd as published samples every prefix of every solution anew.
-    unshared = sum(not mc_labels.is_answer_step(s) for l in labels for s in l.steps)
+    unshared = sum(not task.is_answer_step(s) for l in labels for s in l.steps)
     levels = {}
     for level in sorted({min(int(m), n) for m in cfg.mc.quality_levels} | {n}):
       implied = [mc_labels.implied_first_wrong_step(
@@ -103,11 +114,11 @@ def omegaprm_config(cfg: ml_collections.ConfigDict) -> omegaprm.OmegaPRMConfig:
                                  max_searches=o.max_searches, rollout_budget=o.rollout_budget)
 
 
-def _label_omegaprm(problems, solutions, completer, cfg, rng) -> list[dict]:
+def _label_omegaprm(views, solutions, completer, cfg, rng) -> list[dict]:
   config = omegaprm_config(cfg)
-  roots = [[completer_lib.prefix_text(p, s)[len(p.prompt):] for s in sols]
-           for p, sols in zip(problems, solutions)]
-  trees = omegaprm.run_search(problems, completer, config, rng=rng, root_rollouts=roots)
+  roots = [[v.solution(s) for s in sols] for v, sols in zip(views, solutions)]
+  trees = omegaprm.run_search([v.problem for v in views], completer, config, rng=rng,
+                              root_rollouts=roots, **_views_args(views))
   out = []
   for tree, sols in zip(trees, solutions):
     levels = {}
@@ -167,23 +178,42 @@ def _append(path: str, rows: Sequence[dict]) -> None:
     os.fsync(f.fileno())
 
 
-def _write_problem(workdir: str, index: int, problem: arithmetic.Problem, texts: list[str],
+def true_first_wrong_step(view: StepView, steps: Sequence[str]) -> int | None:
+  """The exact first wrong step of a solution (-1: none), or None when the task cannot
+  tell: arithmetic always can, math problems need their `intermediates`."""
+  if view.is_arithmetic:
+    return arithmetic.first_wrong_step(steps, view.problem)
+  if getattr(view.problem, "intermediates", None) is None:
+    return None
+  return view.task.first_wrong_step(view.solution(steps), view.problem)
+
+
+def _num_steps(problem) -> int | None:
+  """Reference steps of a problem (arithmetic ops, or math intermediates when known)."""
+  if isinstance(problem, arithmetic.Problem):
+    return problem.num_ops
+  steps = getattr(problem, "intermediates", None)
+  return None if steps is None else len(steps)
+
+
+def _write_problem(workdir: str, index: int, view: StepView, texts: list[str],
                    solutions: list[list[str]], results: dict[str, dict]) -> None:
   """Append one finished problem: label rows first, its `problems.jsonl` line last."""
-  truth = [arithmetic.first_wrong_step(s, problem) for s in solutions]
-  correct = [arithmetic.is_correct(problem.prompt + t, problem) for t in texts]
+  key = view.key
+  truth = [true_first_wrong_step(view, s) for s in solutions]
+  correct = [view.is_correct(t) for t in texts]
   for method, result in results.items():
-    rows = [labels.to_record(problem=problem.key, solution=i, first_wrong_step=truth[i],
+    rows = [labels.to_record(problem=key, solution=i, first_wrong_step=truth[i],
                              correct=correct[i])
             for i, labels in enumerate(result["labels"]) if labels.steps]
     _append(os.path.join(workdir, f"labels_{method}.jsonl"), rows)
     if "states" in result:
       _append(os.path.join(workdir, f"states_{method}.jsonl"),
-              [s.to_record(problem=problem.key) for s in result["states"]])
+              [s.to_record(problem=key) for s in result["states"]])
     if "tree" in result:
       _append(os.path.join(workdir, f"trees_{method}.jsonl"),
-              [{"problem": problem.key, **result["tree"]}])
-  line = {"problem": problem.key, "index": index, "num_ops": problem.num_ops,
+              [{"problem": key, **result["tree"]}])
+  line = {"problem": key, "index": index, "num_ops": _num_steps(view.problem),
           "solutions": texts, "first_wrong_step": truth, "correct": correct,
           "methods": {m: {"completions": r["completions"], "levels": r["levels"]}
                       for m, r in results.items()}}
@@ -199,8 +229,11 @@ def _read_jsonl(path: str) -> list[dict]:
   return metrics_lib.read_jsonl(path)  # a bad line names the file and line
 
 
-def _agreement(implied: Sequence[int], truth: Sequence[int]) -> dict:
-  implied, truth = np.asarray(implied), np.asarray(truth)
+def _agreement(implied: Sequence[int], truth: Sequence[int | None]) -> dict:
+  """Agreement over the solutions whose true first wrong step is known (not None)."""
+  known = [i for i, t in enumerate(truth) if t is not None]
+  implied = np.asarray([implied[i] for i in known], int)
+  truth = np.asarray([truth[i] for i in known], int)
   hit, wrong = implied == truth, truth >= 0
   mean = lambda x: float(x.mean()) if x.size else float("nan")
   return {"agreement": mean(hit), "agreement_wrong_solutions": mean(hit[wrong]),
@@ -226,19 +259,24 @@ def summarize(workdir: str, methods: Sequence[str]) -> dict:
   """Label statistics, quality-vs-compute per method, and OmegaPRM's saving over MC.
 
   Quality = fraction of solutions whose implied first wrong step (first label 0,
-  -1 if none) equals `arithmetic.first_wrong_step`. Saving = completions of the
+  -1 if none) equals the true one (`true_first_wrong_step`; solutions without one, math
+  problems lacking `intermediates`, are left out and counted in
+  `num_solutions_without_truth`). Saving = completions of the
   cheapest MC level at least as good as OmegaPRM at its full budget, divided by
   OmegaPRM's completions (None when no MC level is as good).
   """
   problems = list({p["problem"]: p for p in _read_jsonl(os.path.join(workdir, PROBLEMS_FILE))}
                   .values())
   truth = [t for p in problems for t in p["first_wrong_step"]]
+  known = [t for t in truth if t is not None]
   correct = [c for p in problems for c in p["correct"]]
   summary = {"num_problems": len(problems), "num_solutions": len(truth),
              "solution_accuracy": float(np.mean(correct)) if correct else float("nan"),
-             "fraction_with_wrong_step": float(np.mean(np.asarray(truth) >= 0)) if truth else
+             "fraction_with_wrong_step": float(np.mean(np.asarray(known) >= 0)) if known else
                                          float("nan"),
              "methods": {}}
+  if len(known) < len(truth):
+    summary["num_solutions_without_truth"] = len(truth) - len(known)
   for method in methods:
     levels = {}
     for level in problems[0]["methods"][method]["levels"] if problems else []:
@@ -282,34 +320,41 @@ def _compare(mc_levels: dict, omega_levels: dict) -> dict:
 # ----------------------------------------------------------------------------- run
 
 
-def label_problems(cfg: ml_collections.ConfigDict) -> list[arithmetic.Problem]:
-  """`data.num_problems` problems of the task's `data.split` ("" = both), seed `data.seed`."""
-  d, src = cfg.data, source.build(cfg.task)
-  if not isinstance(src.task, ArithmeticTask):
-    raise ValueError(f"task.name={cfg.task.name!r}: the Monte-Carlo and OmegaPRM labellers "
-                     "(rewardlab.search.mc_labels / omegaprm) check outcomes in the arithmetic "
-                     "task's answer format only; label steps of math problems needs them to "
-                     "take a task")
-  return src.problems(d.split or None, d.num_problems, d.seed)
+def label_problems(cfg: ml_collections.ConfigDict, src: source.TaskSource | None = None) -> list:
+  """`data.num_problems` problems of the task's `data.split` ("" = both for arithmetic,
+  "train" for files), seed `data.seed` (arithmetic generation only; files: 0 = all)."""
+  d, src = cfg.data, source.build(cfg.task) if src is None else src
+  split = d.split or (None if isinstance(src.task, ArithmeticTask) else "train")
+  return src.problems(split, d.num_problems, d.seed)
+
+
+def problem_views(src: source.TaskSource, problems: Sequence) -> list[StepView]:
+  """How the labellers read each problem: `src.prompt` (chat-wrapped when the policy's
+  template applies), `task.step_separator`, and a stable name: the arithmetic key, or for
+  file problems their index and a hash of the prompt (resuming matches problems by it)."""
+  views = []
+  for i, p in enumerate(problems):
+    view = completer_lib.step_view(p, src.step_separator, task=src.task, prompt=src.prompt(p))
+    views.append(view if view.is_arithmetic else dataclasses.replace(view, name=f"{i}-{view.key}"))
+  return views
 
 
 def _label_batch(cfg, completer: completer_lib.MeteredCompleter, workdir: str,
-                 batch: list[tuple[int, arithmetic.Problem]], method_stats: dict) -> None:
+                 batch: list[tuple[int, StepView]], method_stats: dict) -> None:
   rng = np.random.default_rng([cfg.seed, batch[0][0]])
-  problems = [p for _, p in batch]
-  texts = completer.complete([p.prompt for p in problems], cfg.num_solutions, rng)
-  solutions = [[completer_lib.solution_steps(p.prompt + t) for t in ts]
-               for p, ts in zip(problems, texts)]
-  results: list[dict] = [{} for _ in problems]
+  views = [v for _, v in batch]
+  texts = completer.complete([v.prompt for v in views], cfg.num_solutions, rng)
+  solutions = [[v.steps(t) for t in ts] for v, ts in zip(views, texts)]
+  results: list[dict] = [{} for _ in views]
   for method in cfg.methods:
     before = completer.stats.completions, completer.stats.seconds
-    for i, result in enumerate(LABELLERS[method](problems, solutions, completer, cfg, rng)):
+    for i, result in enumerate(LABELLERS[method](views, solutions, completer, cfg, rng)):
       results[i][method] = result
     stats = method_stats.setdefault(method, {"completions": 0, "seconds": 0.0})
     stats["completions"] += completer.stats.completions - before[0]
     stats["seconds"] += completer.stats.seconds - before[1]
-  for (index, problem), ts, sols, result in zip(batch, texts, solutions, results):
-    _write_problem(workdir, index, problem, ts, sols, result)
+  for (index, view), ts, sols, result in zip(batch, texts, solutions, results):
+    _write_problem(workdir, index, view, ts, sols, result)
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str, *, completer: Completer | None = None,
@@ -326,18 +371,23 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, completer: Completer | 
   if cfg.completer not in COMPLETERS:
     raise ValueError(f"config.completer {cfg.completer!r}; known: {sorted(COMPLETERS)}")
   config_checks.check_values(cfg)
+  if completer is None and cfg.completer == "policy":
+    completer = _policy_completer(cfg)
+  # Prompts through the policy's tokenizer (its chat template) when it has one.
+  src = source.build(cfg.task, getattr(completer, "tokenizer", None))
+  problems = problem_views(src, label_problems(cfg, src))
+  if completer is None:
+    completer = _scripted_completer(cfg, problems)
   os.makedirs(workdir, exist_ok=True)
-  problems = label_problems(cfg)
   done = finished_problems(workdir)
   for name in os.listdir(workdir):  # drop rows of unfinished problems and torn lines
     if name.endswith(".jsonl"):
       _keep_finished(os.path.join(workdir, name), done)
-  pending = [(i, p) for i, p in enumerate(problems) if p.key not in done]
+  pending = [(i, v) for i, v in enumerate(problems) if v.key not in done]
   finished_before = len(problems) - len(pending)
   todo = pending if stop_after is None else pending[:max(stop_after - finished_before, 0)]
 
-  metered = completer_lib.MeteredCompleter(
-      completer if completer is not None else COMPLETERS[cfg.completer](cfg))
+  metered = completer_lib.MeteredCompleter(completer)
   method_stats: dict = {}
   t0 = time.perf_counter()
   bar = tqdm(total=len(problems), initial=finished_before, unit="problem", desc="label_steps",

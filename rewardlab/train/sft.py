@@ -46,7 +46,7 @@ def model_config(cfg: ml_collections.ConfigDict, tokenizer) -> TransformerConfig
 
 def encode_example(tokenizer, problem: arithmetic.Problem, max_length: int) -> dict:
   """[BOS] prompt solution [EOS], right padded; the loss covers solution and EOS."""
-  prompt = [tokenizer.bos_id] + tokenizer.encode(problem.prompt)
+  prompt = prompt_ids(tokenizer, problem)
   target = tokenizer.encode(problem.solution) + [tokenizer.eos_id]
   ids = prompt + target
   if len(ids) > max_length:
@@ -60,7 +60,8 @@ def encode_example(tokenizer, problem: arithmetic.Problem, max_length: int) -> d
 
 
 def prompt_ids(tokenizer, problem: arithmetic.Problem) -> list[int]:
-  return [tokenizer.bos_id] + tokenizer.encode(problem.prompt)
+  """``encode(prompt, add_bos=True)``: BOS first, once (the samplers encode prompts alike)."""
+  return tokenizer.encode(problem.prompt, add_bos=True)
 
 
 def greedy_accuracy(config: TransformerConfig, params, tokenizer,

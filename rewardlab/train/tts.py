@@ -172,6 +172,7 @@ class _Context:
   scorers: methods.Scorers
   ns: tuple[int, ...]
   bar: object
+  separator: str = "\n"   # the task's step separator: PRM steps are split on it
   cache: dict = dataclasses.field(default_factory=dict)
 
 
@@ -231,7 +232,8 @@ def _scores(ctx: _Context, draw: dict, reward: str) -> tuple[np.ndarray, np.ndar
     prompts = [ctx.prompts[i] for i in range(num) for _ in range(a, b)]
     texts = [draw["texts"][i][j] for i in range(num) for j in range(a, b)]
     chunk = budget_lib.solution_scores(scorer, budget, prompts, texts, kind=kind,
-                                       aggregation=ctx.cfg.bon.aggregation)
+                                       aggregation=ctx.cfg.bon.aggregation,
+                                       separator=ctx.separator)
     scores[:, a:b] = chunk.reshape(num, b - a)
     scored.append(budget.tokens_scored / num)
   ctx.cache[("scores", kind)] = (scores, np.asarray(scored), kind)
@@ -285,7 +287,7 @@ def _curve(name: str, ns, correct: np.ndarray, generated: np.ndarray, scored: np
 def _opts(ctx: _Context, name: str) -> dict:
   s = ctx.cfg.sampling
   return {"temperature": s.temperature, "max_new_tokens": s.max_new_tokens,
-          **ctx.cfg[{"beam_search": "beam"}.get(name, name)].to_dict()}
+          "separator": ctx.separator, **ctx.cfg[{"beam_search": "beam"}.get(name, name)].to_dict()}
 
 
 def _per_n_curve(ctx: _Context, name: str) -> MethodCurve:
@@ -387,7 +389,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, policy=None,
   with interrupt.watch(), tqdm(total=len(cfg.methods) * len(problems), desc="tts",
                                disable=not cfg.progress, dynamic_ncols=True,
                                mininterval=1.0) as bar:
-    ctx = _Context(cfg, task, problems, prompts, policy, scorers, ns, bar)
+    ctx = _Context(cfg, task, problems, prompts, policy, scorers, ns, bar, src.step_separator)
     results, skipped, seconds = {}, {}, {}
     for name in cfg.methods:
       if interrupt.requested() is not None:  # SIGTERM / SIGINT: keep the methods done so far
