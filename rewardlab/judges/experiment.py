@@ -71,7 +71,7 @@ def _sample_solutions(cfg, problems, n, seed):
   texts = []
   for start in range(0, len(problems), 64):
     chunk = problems[start:start + 64]
-    out = generate(config, params, [[tok.bos_id] + tok.encode(p.prompt) for p in chunk],
+    out = generate(config, params, [tok.encode(p.prompt, add_bos=True) for p in chunk],
                    max_new_tokens=56, temperature=1.0, stop_tokens=(tok.eos_id,),
                    num_samples=n, rng=jax.random.key(seed + start), pad_id=tok.pad_id)
     texts += [decode_sampled(tok, ids) for ids in out.completions()]
