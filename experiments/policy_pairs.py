@@ -18,11 +18,12 @@ pass@samples, number of pairs, problems with no pair and why, tokens/s).
 """
 
 import json
+import logging
 import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,6 +37,7 @@ from rewardlab.train import metrics as metrics_lib  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/policy_pairs.py",
                                           "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pairs", "Output directory.")
+log = logging.getLogger(__name__)
 
 
 def problem_key(problem, index: int) -> str:
@@ -77,7 +79,7 @@ def run(cfg, workdir: str) -> dict:
     bar.set_postfix(tokens_per_s=f"{tokens / seconds:.0f}", pairs=len(pairs))
     if not cfg.progress:
       done = lo + len(chunk)
-      logging.info("policy_pairs: %d/%d problems, %d pairs, %.0f tokens/s, ETA %.0f s", done,
+      log.info("policy_pairs: %d/%d problems, %d pairs, %.0f tokens/s, ETA %.0f s", done,
                    len(problems), len(pairs), tokens / seconds,
                    seconds / done * (len(problems) - done))
   bar.close()
