@@ -2,6 +2,7 @@
 command line, the RL step across two `jax.distributed` processes, and `tts.py` /
 `label_steps.py` with `mesh_shape`, each against the single-device run."""
 import os
+import socket
 import subprocess
 import sys
 
@@ -23,13 +24,21 @@ RL_OVERRIDES = {"train.steps": 2, "train.eval_every": 2, "train.checkpoint_every
                 "eval.maj_k": 0}
 
 
-def _rl_cfg(mesh_shape=None):
+def rl_cfg(mesh_shape=None, reward: str = "verifier"):
   cfg = rl_grpo.tiny().unlock()
   for key, value in RL_OVERRIDES.items():
     section, name = key.split(".")
     cfg[section][name] = value
-  cfg.mesh_shape = mesh_shape
+  cfg.mesh_shape, cfg.reward.name = mesh_shape, reward
   return cfg.lock()
+
+
+class LengthScorer:
+  """Outcome scorer that prefers short completions, r = 1 - len / 12: the groups' returns
+  differ, so the policy-gradient term moves the parameters (not only the entropy bonus)."""
+
+  def score(self, prompts, completions):
+    return np.array([1.0 - len(c) / 12 for c in completions], np.float32)
 
 
 def _leaves(params):
@@ -45,17 +54,20 @@ def _assert_same_params(got, want, atol=2e-5):
                                err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.fixture(scope="module")
-def single_device_rl(tmp_path_factory):
-  """The policy after the single-device run of `_rl_cfg()` (in this process)."""
-  workdir = tmp_path_factory.mktemp("rl_single")
-  result = rl_run.run(_rl_cfg(), str(workdir))
+def _single_device_policy(workdir, cfg, **scorers):
+  """The policy after the single-device run of `cfg` (in this process)."""
+  result = rl_run.run(cfg, str(workdir), **scorers)
   assert result["steps"] == 2
   params = sft.load_policy(result["policy_dir"])[1]
-  initial = rl_run.load_policy(_rl_cfg(), 64)[1]
+  initial = rl_run.load_policy(cfg, 64)[1]
   moved = max(float(np.abs(a - b).max()) for a, b in zip(_leaves(params), _leaves(initial)))
   assert moved > 1e-4  # well above the tolerance: the comparisons can fail
   return params
+
+
+@pytest.fixture(scope="module")
+def single_device_rl(tmp_path_factory):
+  return _single_device_policy(tmp_path_factory.mktemp("rl_single"), rl_cfg())
 
 
 @pytest.mark.slow  # two subprocesses import JAX and compile (~40 s on the loaded 2-core CPU)
@@ -71,3 +83,36 @@ def test_rl_command_line_on_a_mesh_ends_with_the_single_device_parameters(
   proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   _assert_same_params(sft.load_policy(str(workdir / "policy"))[1], single_device_rl)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow  # two processes import JAX and compile (~60 s on the loaded 2-core CPU)
+def test_two_process_rl_equals_the_single_process_run(tmp_path):
+  """Two localhost `jax.distributed` processes of 2 CPU devices each, mesh (2, 1, 2) with
+  the data axis across them: each samples and scores its share of the prompts, and two
+  RL steps end with the parameters of the single-device run."""
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  worker = os.path.join(REPO, "tests", "multihost_rl_worker.py")
+  workdir = tmp_path / "two_process"
+  procs = [subprocess.Popen([sys.executable, worker, str(port), str(i), str(workdir)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=540)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-4000:]
+  finals = [out.split("final", 1)[1].strip() for out in outputs]
+  assert finals[0] == finals[1]  # both processes evaluated the same policy
+  single = _single_device_policy(tmp_path / "single", rl_cfg(reward="outcome_rm"),
+                                 outcome_scorer=LengthScorer())
+  _assert_same_params(sft.load_policy(str(workdir / "policy"))[1], single)
