@@ -116,3 +116,105 @@ def test_two_process_rl_equals_the_single_process_run(tmp_path):
   single = _single_device_policy(tmp_path / "single", rl_cfg(reward="outcome_rm"),
                                  outcome_scorer=LengthScorer())
   _assert_same_params(sft.load_policy(str(workdir / "policy"))[1], single)
+
+
+# --------------------------------------------------------------------------- tts, label_steps
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+  """A tiny random policy and tiny random outcome / process reward models, saved as the
+  experiments save them (character tokenizer)."""
+  from experiments.configs import sft as sft_config
+  from rewardlab import models
+  from rewardlab.data.tokenizers import CharTokenizer
+  from rewardlab.models import reward
+  root = tmp_path_factory.mktemp("models")
+  tok = CharTokenizer.for_arithmetic()
+  config = sft.model_config(sft_config.tiny(), tok)
+  sft.save_policy(str(root / "policy"), config, models.init_params(config, jax.random.key(0)), tok)
+  for i, head in enumerate(("outcome", "process")):
+    rm = reward.RewardModelConfig(backbone=config, head=head)
+    reward.save_reward_model(str(root / head), rm,
+                             reward.init_reward_model(rm, jax.random.key(i + 1)), tok)
+  return root
+
+
+def _tts_cfg(root, mesh_shape):
+  from experiments.configs import tts as tts_config
+  cfg = tts_config.tiny().unlock()
+  cfg.policy_dir, cfg.mesh_shape = str(root / "policy"), mesh_shape
+  cfg.reward.outcome_dir, cfg.reward.process_dir = str(root / "outcome"), str(root / "process")
+  cfg.methods = ("majority", "best_of_n", "weighted_best_of_n", "beam_search")
+  return cfg.lock()
+
+
+@pytest.mark.slow  # two tts runs, each compiling the sampler and two reward models
+def test_tts_on_a_mesh_equals_the_single_device_run(saved_models, tmp_path):
+  """Sampling and reward-model scoring sharded over (2, 2, 2): the same curves (answers
+  selected, accuracies, tokens generated and scored) as on one device."""
+  from rewardlab.train import tts
+  single = tts.run(_tts_cfg(saved_models, None), str(tmp_path / "single"))
+  sharded = tts.run(_tts_cfg(saved_models, (2, 2, 2)), str(tmp_path / "mesh"))
+  assert single["skipped"] == sharded["skipped"] == {}
+  assert set(single["methods"]) == {"majority", "best_of_n", "weighted_best_of_n",
+                                    "beam_search"}
+  for name, want in single["methods"].items():
+    got = sharded["methods"][name]
+    assert got.keys() == want.keys()
+    for key in want:
+      np.testing.assert_allclose(np.asarray(got[key], float), np.asarray(want[key], float),
+                                 atol=1e-6, err_msg=f"{name}/{key}")
+  assert single["pass@n"] == sharded["pass@n"]
+
+
+def test_reward_scorers_on_a_mesh_equal_the_single_device_ones(saved_models):
+  from rewardlab.models import reward
+  mesh = rewardlab_mesh((2, 2, 2))
+  prompts = ["Q:3+4*2=\n", "Q:5*5+1=\n", "Q:1+1*9=\n"]
+  texts = ["3+4=7\n7*2=14\nA:14", "5*5=25\nA:26", "A:9"]
+  steps = [t.split("\n") for t in texts]
+  for head in ("outcome", "process"):
+    plain = reward.load_reward_model(str(saved_models / head))
+    placed = reward.load_reward_model(str(saved_models / head), mesh=mesh)
+    if head == "outcome":
+      want = reward.sequence_scorer(*plain).score(prompts, texts)
+      got = reward.sequence_scorer(*placed, mesh=mesh).score(prompts, texts)
+      np.testing.assert_allclose(got, want, atol=1e-5)
+      assert np.ptp(want) > 0  # distinct scores: a row mix-up would show
+    else:
+      want = reward.ProcessScorer(*plain).score_steps(prompts, steps)
+      got = reward.ProcessScorer(*placed, mesh=mesh).score_steps(prompts, steps)
+      for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5)
+
+
+def rewardlab_mesh(shape):
+  from rewardlab import sharding
+  return sharding.make_mesh(shape)
+
+
+def _label_cfg(root, mesh_shape):
+  from experiments.configs import label_steps as label_config
+  cfg = label_config.tiny().unlock()
+  cfg.completer, cfg.policy_dir, cfg.mesh_shape = "policy", str(root / "policy"), mesh_shape
+  cfg.data.num_problems, cfg.task.num_ops, cfg.problems_per_batch = 2, (2,), 2
+  cfg.num_solutions, cfg.mc.num_completions, cfg.mc.quality_levels = 2, 2, (1, 2)
+  cfg.omegaprm.rollouts_per_state, cfg.omegaprm.rollout_budget = 2, 8
+  cfg.omegaprm.quality_levels = (4,)
+  cfg.sampling.max_new_tokens, cfg.sampling.batch_size = 16, 2
+  return cfg.lock()
+
+
+@pytest.mark.slow  # two labelling runs, each compiling the sampler at several prefix widths
+def test_label_steps_on_a_mesh_equals_the_single_device_run(saved_models, tmp_path):
+  """The policy completer sharded over (8, 1, 1): the same solutions and step labels."""
+  from rewardlab.train import label_steps
+  single = label_steps.run(_label_cfg(saved_models, None), str(tmp_path / "single"))
+  sharded = label_steps.run(_label_cfg(saved_models, (8, 1, 1)), str(tmp_path / "mesh"))
+  labels = sorted(f for f in os.listdir(tmp_path / "single") if f.startswith("labels_"))
+  assert labels and labels == sorted(f for f in os.listdir(tmp_path / "mesh")
+                                     if f.startswith("labels_"))
+  for name in labels:
+    assert ((tmp_path / "mesh" / name).read_text() == (tmp_path / "single" / name).read_text())
+  assert single["num_solutions"] == sharded["num_solutions"] == 4
