@@ -119,7 +119,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.lora.base_dtype = ""  # "" keeps the policy's dtype; "bfloat16" halves its memory
 
   # Device mesh (data, fsdp, tensor); None runs on one device. Placement by the logical rules
-  # of rewardlab.sharding; rollouts are sharded over the data axes.
+  # of rewardlab.sharding; rollouts are sharded over the data axes. Across jax.distributed
+  # processes each samples and scores its share of the prompts (batch_size a multiple of
+  # the process count); the parameters equal the single-device run's.
   c.mesh_shape = config_dict.placeholder(tuple)
 
   c.optim = ml_collections.ConfigDict()
