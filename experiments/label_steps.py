@@ -1,4 +1,7 @@
-"""Label solution steps with Monte-Carlo rollouts and OmegaPRM; write stepwise PRM data."""
+"""Label solution steps with Monte-Carlo rollouts and OmegaPRM; write stepwise PRM data.
+
+`--config.mesh_shape="(8,1,1)"` runs the policy completer on a device mesh (the same labels).
+"""
 
 import json
 import os

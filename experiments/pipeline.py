@@ -212,6 +212,7 @@ def stage_labels(cfg):
     levels = lambda top, base: tuple(sorted({v for v in base if v <= top} | {top}))
     c = _set(c, seed=cfg.seed, progress=cfg.progress, compilation_cache_dir="",
              completer="policy", policy_dir=inputs["sft"]["policy_dir"],
+             mesh_shape=cfg.mesh_shape,
              methods=("mc", "omegaprm"), num_solutions=lab.num_solutions,
              data__num_problems=lab.num_problems, data__seed=cfg.seed + 13, **_task_fields(cfg),
              mc__num_completions=lab.mc_completions,
@@ -294,6 +295,7 @@ def stage_tts(cfg):
   def fn(stage_dir, inputs):
     c = _set(tts_config.get_config().unlock(), seed=cfg.seed, progress=cfg.progress,
              policy_dir=inputs["sft"]["policy_dir"], methods=tuple(t.methods), n_max=t.n_max,
+             mesh_shape=cfg.mesh_shape,
              problems__num=t.num_problems, problems__seed=t.problem_seed, **_task_fields(cfg),
              reward__outcome_dir=inputs["rm_orm"]["reward_model_dir"],
              reward__process_dir=inputs["rm_prm"]["reward_model_dir"],

@@ -3,8 +3,9 @@ synthetic arithmetic task, or GSM8K / MATH / prompt-answer files with any local 
 policy directory (`--config.policy_dir=DIR --config.task.name=math --config.task.train_files=...
 --config.task.eval_files=...`).
 
-`--config.mesh_shape="(2,2,2)"` runs on a device mesh, `--config.lora.rank=16` trains LoRA
-adapters only.
+`--config.mesh_shape="(2,2,2)"` runs on a device mesh (also across `jax.distributed`
+processes: each samples and scores its share of the prompts), `--config.lora.rank=16` trains
+LoRA adapters only.
 
 Writes train_metrics.jsonl, eval_metrics.jsonl, rl_curves.png and rl_results.json to
 --workdir (and resumes from it).

@@ -19,6 +19,7 @@ Expected: (measured with the 2,000-step SFT policy, 80% of its T=1 samples right
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from rewardlab.tasks import source
 
@@ -33,6 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.compilation_cache_dir = "runs/jax_cache"  # persistent XLA cache ("" = off): reruns skip compiles
   c.completer = "policy"             # "policy" (SFT policy at policy_dir) or "scripted"
   c.policy_dir = "runs/sft/policy"  # an SFT policy or any local Hugging Face model directory
+  # Device mesh (data, fsdp, tensor) for the policy completer, e.g. "(8,1,1)"; None runs on
+  # one device. The completions are sharded over the data axes and equal the unsharded ones.
+  c.mesh_shape = config_dict.placeholder(tuple)
   c.scripted_fail_probs = (0.1, 0.15, 0.2, 0.25)  # per-step slip probabilities ("scripted";
                                                   # math files need their intermediates)
   c.methods = ("mc", "omegaprm")

@@ -17,6 +17,7 @@ Runtime:  see README (measured on the 2-core CPU); `--from_scratch` adds the SFT
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from rewardlab.tasks import source
 
@@ -26,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.progress = True
   c.compilation_cache = True  # persistent XLA cache in <workdir>/jax_cache: reruns skip compiles
+  # Device mesh (data, fsdp, tensor) for the labels and tts stages' sampling and scoring
+  # (their `mesh_shape`); None runs them on one device. The results do not depend on it.
+  c.mesh_shape = config_dict.placeholder(tuple)
   # The problems of every stage (rewardlab/tasks/source.py): the synthetic task only, since
   # the rollouts and labels stages check arithmetic steps exactly.
   c.task = source.config()

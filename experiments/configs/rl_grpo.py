@@ -34,8 +34,10 @@ Real checkpoints and problem files (the `task` section, rewardlab.tasks.source):
         --config.eval.num_problems=200 --config.rollout.max_prompt_length=256 \
         --config.rollout.max_new_tokens=128 --config.eval.max_new_tokens=128 --workdir runs/rl_math
 LoRA: `--config.lora.rank=16` trains adapters only (π_ref = the base, no copy; merged export).
-Mesh: `--config.mesh_shape="(2,2,2)"` (data, fsdp, tensor) in one process; the update's rows
-(update_groups x group_size) must split over data x fsdp.
+Mesh: `--config.mesh_shape="(2,2,2)"` (data, fsdp, tensor); the update's rows
+(update_groups x group_size) must split over data x fsdp. It ends with the single-device
+parameters (tests/test_mesh_scripts.py runs this command line on 8 fake CPU devices).
+Variant `tiny` (`rl_grpo.py:tiny`): the seconds-long random policy of the tests (`shrink`).
 DIR is any local Hugging Face directory with its tokenizer (its chat template wraps the
 prompts unless `task.chat_template=False`); `data.num_train` / `eval.num_problems` take the
 first rows of the files (0 = all). Not timed here at that size: see the SmolLM2 evidence.
@@ -48,10 +50,12 @@ from experiments.configs import sft
 from rewardlab.tasks import source
 
 
-VARIANTS = ("", "weak")
+VARIANTS = ("", "weak", "tiny")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  if variant == "tiny":
+    return tiny()
   if variant not in VARIANTS:
     raise ValueError(f"rl_grpo variant {variant!r}; expected one of {VARIANTS}")
   c = ml_collections.ConfigDict()
@@ -115,7 +119,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.lora.base_dtype = ""  # "" keeps the policy's dtype; "bfloat16" halves its memory
 
   # Device mesh (data, fsdp, tensor); None runs on one device. Placement by the logical rules
-  # of rewardlab.sharding; rollouts are sharded over the data axes.
+  # of rewardlab.sharding; rollouts are sharded over the data axes. Across jax.distributed
+  # processes each samples and scores its share of the prompts (batch_size a multiple of
+  # the process count); the parameters equal the single-device run's.
   c.mesh_shape = config_dict.placeholder(tuple)
 
   c.optim = ml_collections.ConfigDict()

@@ -27,6 +27,7 @@ Expected: accuracy rises with N for the reward-guided methods. With the oracle v
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from rewardlab.tasks import source
 
@@ -37,6 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.progress = True
   c.task = source.config()  # problems and prompts (rewardlab/tasks/source.py); the test split
   c.policy_dir = ""  # an SFT policy directory (<sft workdir>/policy) or any local HF model dir
+  # Device mesh (data, fsdp, tensor), e.g. "(2,2,2)"; None runs on one device. The policy and
+  # reward models are placed by the logical rules; sampling and scoring rows are sharded
+  # over the data axes, and the results equal the single-device ones.
+  c.mesh_shape = config_dict.placeholder(tuple)
   c.methods = ("majority", "best_of_n", "weighted_best_of_n", "beam_search", "dvts", "qalign",
                "genarm")
   c.n_max = 16

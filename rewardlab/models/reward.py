@@ -301,12 +301,15 @@ class _BucketedScorer:
 
   `batch_size` bounds the rows per call; rows and length are rounded up to powers of
   two (length at least `min_length`), so a jitted score compiles once per bucket.
-  `tokens_scored` counts the real (non-pad) tokens fed to the model.
+  `tokens_scored` counts the real (non-pad) tokens fed to the model. With a `mesh` (the
+  params placed on it, e.g. `load_reward_model(path, mesh=mesh)`) each forward's rows
+  are sharded over the data axes (padded with empty rows to a multiple of their size).
   """
 
   def __init__(self, config: RewardModelConfig, params, tokenizer, *, batch_size: int = 32,
-               min_length: int = 16):
+               min_length: int = 16, mesh=None):
     self.config, self.params, self.tokenizer = config, params, tokenizer
+    self.mesh = mesh
     self.batch_size, self.min_length = batch_size, min_length
     self.max_length = config.backbone.max_position_embeddings
     self.tokens_scored = 0
@@ -323,6 +326,9 @@ class _BucketedScorer:
     for start in range(0, len(order), self.batch_size):
       idx = order[start:start + self.batch_size]
       rows = _bucket(len(idx), 1, self.batch_size)
+      if self.mesh is not None:
+        shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        rows = -(-rows // shards) * shards
       length = _bucket(max(len(items[i]["ids"]) for i in idx), self.min_length, self.max_length)
       batch = {"tokens": np.full((rows, length), self.tokenizer.pad_id, np.int32),
                "mask": np.zeros((rows, length), np.int32)}
@@ -337,7 +343,11 @@ class _BucketedScorer:
           if key != "ids":
             batch[key][r] = value
         self.tokens_scored += len(ids)
-      out = np.asarray(jax.device_get(fn(batch)))
+      if self.mesh is not None:
+        with sharding.use_mesh(self.mesh):
+          out = np.asarray(jax.device_get(fn(sharding.shard_batch(batch, self.mesh))))
+      else:
+        out = np.asarray(jax.device_get(fn(batch)))
       for r, i in enumerate(idx):
         results[i] = out[r]
     return results

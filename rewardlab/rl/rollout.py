@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from rewardlab import sharding
 from rewardlab.data.tokenizers import decode_sampled
 from rewardlab.sampling import generate
+from rewardlab.sampling.generate import place_global_batch
 
 
 @dataclasses.dataclass
@@ -53,6 +53,15 @@ class Rollout:
       raise ValueError(f"Rollout.group_size={self.group_size} must divide {n} rows")
     if not self.step_separator:
       raise ValueError("Rollout.step_separator must be a non-empty string")
+
+  def rows(self, start: int, stop: int) -> "Rollout":
+    """The rollout of rows `start:stop` (whole groups)."""
+    if start % self.group_size or stop % self.group_size:
+      raise ValueError(f"Rollout.rows({start}, {stop}) splits a group of {self.group_size}")
+    return dataclasses.replace(
+        self, problems=self.problems[start:stop], prompts=self.prompts[start:stop],
+        texts=self.texts[start:stop], tokens=self.tokens[start:stop],
+        lengths=self.lengths[start:stop], has_eos=self.has_eos[start:stop])
 
   @property
   def correct(self) -> np.ndarray:
@@ -181,6 +190,35 @@ def take_groups(batch: dict, groups: np.ndarray, group_size: int) -> dict:
   return {k: v[rows] for k, v in batch.items()}
 
 
+def rewards_by_process(reward_fn: Callable, rollout: Rollout, num_processes: int,
+                       process_index: int):
+  """`reward_fn(rollout)` with each of `num_processes` processes scoring its own share of
+  whole groups (contiguous, in process order) and the shares gathered, so that every
+  process holds the rewards of all rows (`process_allgather`; every process calls this).
+  Group advantages never straddle processes. The reward metrics are the mean over the
+  (equal) shares. One process: `reward_fn(rollout)`."""
+  if num_processes == 1:
+    return reward_fn(rollout)
+  from jax.experimental import multihost_utils
+  groups = len(rollout.problems) // rollout.group_size
+  if groups % num_processes:
+    raise ValueError(f"{groups} groups do not split over {num_processes} processes: make "
+                     f"rollout.batch_size a multiple of the process count")
+  share = groups // num_processes * rollout.group_size
+  local = reward_fn(rollout.rows(process_index * share, (process_index + 1) * share))
+  names = sorted(local.metrics)
+  gathered = multihost_utils.process_allgather(
+      {"scores": local.scores, "token_rewards": local.token_rewards,
+       "correct": local.correct.astype(np.int32),
+       "metrics": np.array([float(local.metrics[k]) for k in names], np.float64)[None]},
+      tiled=True)
+  return dataclasses.replace(
+      local, scores=np.asarray(gathered["scores"]),
+      token_rewards=np.asarray(gathered["token_rewards"]),
+      correct=np.asarray(gathered["correct"]).astype(bool),
+      metrics=dict(zip(names, np.asarray(gathered["metrics"]).mean(axis=0).tolist())))
+
+
 def rollout_metrics(rollout: Rollout, rewards) -> dict:
   """Host metrics of one step: return mean/std, accuracy, length, solved/failed groups."""
   returns = rewards.returns
@@ -200,6 +238,12 @@ class RLStep:
   one; default `params["policy"]`) and `fold_in(rng, state.step)`, scores the
   completions with `reward_fn`, and calls the jitted `update` (with a `mesh`, sampling
   and the update batch are sharded over its data axes).
+
+  Under `jax.distributed` (a mesh over several processes) every process receives the
+  same global prompt batch; each process's devices sample their rows of it (per-row
+  randomness `fold_in(key, global row)`, as in one process), each process scores its
+  own share of whole groups (`rewards_by_process`), and the update runs on the global
+  batch: the step equals the single-process one.
   """
 
   def __init__(self, config, tokenizer, source, problems, reward_fn: Callable, update, *,
@@ -224,7 +268,8 @@ class RLStep:
         group_size=self.group_size, max_new_tokens=self.max_new_tokens, rng=key,
         max_prompt_length=self.max_prompt_length, temperature=self.temperature, mesh=self.mesh)
     t_sample = time.perf_counter() - t0
-    rewards = self.reward_fn(rollout)
+    processes = 1 if self.mesh is None else jax.process_count()
+    rewards = rewards_by_process(self.reward_fn, rollout, processes, jax.process_index())
     train_batch = with_rewards(train_batch, rollout, rewards)
     extra = {}
     if self.update_groups:
@@ -232,7 +277,7 @@ class RLStep:
       train_batch = take_groups(train_batch, groups, self.group_size)
       spread = np.ptp(rewards.returns.reshape(-1, self.group_size)[groups], axis=1)
       extra["update_informative_fraction"] = float(np.mean(spread > 0))
-    state, metrics = self.update(state, sharding.shard_batch(train_batch, self.mesh))
+    state, metrics = self.update(state, place_global_batch(train_batch, self.mesh))
     metrics = jax.device_get(metrics)
     seconds = time.perf_counter() - t0
     return state, {**metrics, **rollout_metrics(rollout, rewards), **extra,

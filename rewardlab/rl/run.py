@@ -101,7 +101,10 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   policy in `policy/` (the SFT policy's format: weights and tokenizer).
   `stop_after` ends this invocation after that many total steps, as an interruption.
   `cfg.mesh_shape` runs on a device mesh (params, optimizer state, reference and value
-  head placed by the logical rules; rollouts sharded over the data axes); `cfg.lora.rank`
+  head placed by the logical rules; rollouts sharded over the data axes), also across
+  `jax.distributed` processes (every process calls `run`; each samples and scores its
+  share of the step's prompts, `rollout.RLStep`; process 0 writes the files and the other
+  processes return `steps`, `policy_dir` and the `final` evaluation); `cfg.lora.rank`
   > 0 trains LoRA adapters only (the saved policy is merged).
   """
   config_checks.check_values(cfg)  # before anything is written
@@ -136,8 +139,11 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
 
   train, test = problems(cfg, source)
   check_prompt_lengths(tokenizer, source, train, cfg.rollout.max_prompt_length)
+  # Every process reads the same global prompt batch (RLStep splits the work): the prompts
+  # of a multi-process run are those of the single-process run.
   data = pipeline.make_iterator([{"index": np.int32(i)} for i in range(len(train))],
-                                batch_size=cfg.rollout.batch_size, seed=cfg.seed)
+                                batch_size=cfg.rollout.batch_size, seed=cfg.seed,
+                                shard_index=0, shard_count=1)
   step_fn = rollout.RLStep(
       mconfig, tokenizer, source, train, reward_fn,
       update_lib.make_update(
@@ -148,6 +154,8 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
       max_prompt_length=cfg.rollout.max_prompt_length, update_groups=cfg.rollout.update_groups,
       temperature=algo.temperature)
   eval_path = os.path.join(workdir, "eval_metrics.jsonl")
+  writer = jax.process_index() == 0  # across processes, process 0 writes the files
+  last_eval: list[dict] = []
   t_start = time.perf_counter() - loop.elapsed_at_checkpoint(workdir)  # continues on resume
 
   def run_eval(step: int, params) -> dict:
@@ -156,7 +164,9 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
         maj_k=cfg.eval.maj_k, maj_problems=cfg.eval.maj_problems,
         rng=jax.random.PRNGKey(cfg.seed + 7), mesh=mesh)
     record = {"step": step, "elapsed_s": time.perf_counter() - t_start, **record}
-    metrics_lib.append_jsonl(eval_path, record)
+    if writer:
+      metrics_lib.append_jsonl(eval_path, record)
+    last_eval[:] = [record]
     return record
 
   peek = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -184,7 +194,10 @@ def run(cfg, workdir: str, *, stop_after: int | None = None, outcome_scorer=None
   final = result.state.params
   if adapters.enabled:  # merged weights in the model's storage dtype
     final = lora.merged_for_export(adapters, final, mconfig, base_key="policy")
-  sft.save_policy(policy_dir, mconfig, final["policy"], tokenizer)
+  sft.save_policy(policy_dir, mconfig, final["policy"], tokenizer)  # every process calls it
+  if not writer:
+    return {"steps": int(result.state.step), "policy_dir": policy_dir,
+            "process_index": jax.process_index(), "final": last_eval[-1]}
   results = {"steps": int(result.state.step), "rl_seconds_this_run": result.seconds,
              "policy_dir": policy_dir, "num_train_problems": len(train),
              "num_eval_problems": len(test), "skipped_rows": dict(source.skipped),

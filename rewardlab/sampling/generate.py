@@ -245,6 +245,28 @@ def _stop_arrays(config: TransformerConfig, num_prompts: int, num_rows: int, sto
   return {"tokens": tokens, "active": active}, table
 
 
+def place_global_batch(batch, mesh):
+  """Place a host batch that every process holds in full (the *global* rows) on the mesh's
+  data axes; each device receives only its rows. Without a mesh: `jnp.asarray`. In one
+  process this is `sharding.shard_batch`; across processes it differs from it, which takes
+  each process's local slice."""
+  if mesh is None or jax.process_count() == 1:
+    return sharding.shard_batch(batch, mesh)
+  return jax.tree.map(lambda x: sharding.put_sharded(
+      np.asarray(x), sharding.batch_sharding(mesh, np.ndim(x))), batch)
+
+
+def gather_global(tree):
+  """numpy copies of a tree of arrays, gathered from every process where a mesh spans
+  several (`process_allgather`; every process calls this)."""
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(get, tree)
+
+
 def generate(config: TransformerConfig, params, prompts: Sequence[Sequence[int]], *,
              max_new_tokens: int, temperature: float, top_k: int = 0, top_p: float = 1.0,
              min_p: float = 0.0, stop_tokens=(), stop_strings=(),
@@ -262,7 +284,9 @@ def generate(config: TransformerConfig, params, prompts: Sequence[Sequence[int]]
     semantics); matching runs inside the jitted loop.
   rng: a PRNG key (required unless greedy). With a `mesh`, the prompt batch is sharded
     over the mesh's data axes (padded with dummy prompts to a multiple of their size) and
-    the output equals the unsharded one.
+    the output equals the unsharded one. When the mesh spans several `jax.distributed`
+    processes, every process passes the same (global) prompts and rng, each process's
+    devices decode their rows, and every process receives all completions (gathered).
   cache_chunk: None attends over the whole preallocated cache (prompt width +
     max_new_tokens slots) at every step. An int c decodes in segments of c steps whose
     cache holds only the slots filled so far (it grows by c slots between segments), so
@@ -295,8 +319,8 @@ def generate(config: TransformerConfig, params, prompts: Sequence[Sequence[int]]
                                   decode_fn)
   # Every sample of a prompt stops as the prompt says (rows i * num_samples + s).
   row_stops = {k: np.repeat(v, num_samples, axis=0) for k, v in row_stops.items()}
-  inputs = sharding.shard_batch({"tokens": tokens, "lengths": lengths}, mesh)
-  row_stops = sharding.shard_batch(row_stops, mesh)
+  inputs = place_global_batch({"tokens": tokens, "lengths": lengths}, mesh)
+  row_stops = place_global_batch(row_stops, mesh)
   table = None if table is None else jnp.asarray(table)
   width = tokens.shape[1]
   slots = width + segment_ends(int(max_new_tokens), cache_chunk)[0] - 1
@@ -308,9 +332,10 @@ def generate(config: TransformerConfig, params, prompts: Sequence[Sequence[int]]
         params, cache, logits, rng, row_stops, table, config=config,
         max_new_tokens=int(max_new_tokens), width=width, sampling=sampling, pad_id=int(pad_id),
         cache_chunk=cache_chunk)
-  out = jax.device_get(out)
+  out = gather_global(out)
   keep = num_prompts * num_samples
   return GenerateOutput(tokens=np.asarray(out["tokens"][:keep]),
                         lengths=np.asarray(out["lengths"][:keep]),
                         logprobs=np.asarray(out["logprobs"][:keep]),
-                        stopped=np.asarray(out["stopped"][:keep]), num_steps=int(steps))
+                        stopped=np.asarray(out["stopped"][:keep]),
+                        num_steps=int(gather_global(steps)))

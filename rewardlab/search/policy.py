@@ -170,12 +170,17 @@ class LMPolicy:
     tokenizer; sampling then uses `rewardlab.sampling.guided.guided_generate` with
     weights `alphas` (which stops on tokens only: a separator that needs a stop string
     cannot end guided steps).
+
+    `mesh`: sample on this device mesh, the prompts sharded over its data axes
+    (`generate(mesh=...)`; the params placed by the logical rules, e.g.
+    `sft.load_policy(dir, mesh=mesh)`); the completions equal the unsharded ones.
     """
 
     def __init__(self, config, params, tokenizer, *, step_separator: str = "\n", top_k: int = 0,
                  top_p: float = 1.0, guides: Sequence = (), alphas: Sequence[float] = (),
-                 min_rows: int = 8):
+                 min_rows: int = 8, mesh=None):
         self.config, self.params, self.tokenizer = config, params, tokenizer
+        self.mesh = mesh
         self.min_rows = int(min_rows)
         if not isinstance(step_separator, str) or not step_separator:
             raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
@@ -192,7 +197,7 @@ class LMPolicy:
         """The same policy decoding with GenARM guidance by `guides` weighted by `alphas`."""
         return LMPolicy(self.config, self.params, self.tokenizer, step_separator=self.step_separator,
                         top_k=self.top_k, top_p=self.top_p, guides=guides, alphas=alphas,
-                        min_rows=self.min_rows)
+                        min_rows=self.min_rows, mesh=self.mesh)
 
     def _decode(self, ids: list[int], finished: bool, cut: str | None) -> Completion:
         ids = [i if i < self.tokenizer.vocab_size else self.tokenizer.pad_id for i in ids]
@@ -230,7 +235,8 @@ class LMPolicy:
                       top_k=self.top_k, top_p=self.top_p, num_samples=n,
                       stop_tokens=(eos, self.separator_id if stop_at_step and not by_string
                                    else eos),
-                      rng=jax.random.key(int(rng.integers(2**31 - 1))), pad_id=self.tokenizer.pad_id)
+                      rng=jax.random.key(int(rng.integers(2**31 - 1))), pad_id=self.tokenizer.pad_id,
+                      mesh=self.mesh)
         if by_string:
             kwargs.update(stop_strings=(self.step_separator,), decode_fn=self._token_text)
         self.prefill_tokens += sum(len(p) for p in padded)

@@ -40,6 +40,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from rewardlab import sharding
 from rewardlab.search import completer as completer_lib
 from rewardlab.search import mc_labels, omegaprm
 from rewardlab.search.completer import Completer, StepView
@@ -58,11 +59,13 @@ def _policy_completer(cfg: ml_collections.ConfigDict) -> Completer:
   if not cfg.policy_dir or not os.path.isdir(cfg.policy_dir):
     raise ValueError(f"config.policy_dir {cfg.policy_dir!r} is not a directory; train a policy "
                      "with experiments/sft.py or set config.completer='scripted'")
-  config, params, tokenizer = sft.load_policy(cfg.policy_dir)
+  # `mesh_shape`: the policy placed on a device mesh, its samples sharded over the data axes.
+  mesh = sharding.make_mesh(tuple(cfg.mesh_shape)) if cfg.get("mesh_shape") else None
+  config, params, tokenizer = sft.load_policy(cfg.policy_dir, mesh=mesh)
   return completer_lib.LMCompleter(config, params, tokenizer,
                                    max_new_tokens=cfg.sampling.max_new_tokens,
                                    temperature=cfg.sampling.temperature,
-                                   batch_size=cfg.sampling.batch_size)
+                                   batch_size=cfg.sampling.batch_size, mesh=mesh)
 
 
 def _scripted_completer(cfg: ml_collections.ConfigDict, views: Sequence[StepView]) -> Completer:

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from rewardlab import sharding
 from rewardlab.eval.plots import plot_curves
 from rewardlab.search import budget as budget_lib
 from rewardlab.search import curves, methods
@@ -128,9 +129,11 @@ def held_out_problems(cfg: ml_collections.ConfigDict, src: source.TaskSource | N
   return src.problems("test", cfg.problems.num, cfg.problems.seed)
 
 
-def load_scorers(cfg: ml_collections.ConfigDict, oracle=None) -> methods.Scorers:
+def load_scorers(cfg: ml_collections.ConfigDict, oracle=None, mesh=None) -> methods.Scorers:
   """Scorers from `cfg.reward`: saved reward-model dirs and/or the task's oracle
-  (`oracle`; by default the arithmetic one, which reads the problem from the prompt)."""
+  (`oracle`; by default the arithmetic one, which reads the problem from the prompt).
+  With a `mesh` the reward models are placed on it and score with their rows sharded
+  over its data axes (GenARM guides are placed on it too)."""
   r = cfg.reward
   if r.oracle and (r.outcome_dir or r.process_dir):
     raise ValueError("reward.oracle replaces reward.outcome_dir / process_dir; set only one")
@@ -142,7 +145,7 @@ def load_scorers(cfg: ml_collections.ConfigDict, oracle=None) -> methods.Scorers
     from rewardlab.models import reward as reward_lib
 
     def load(path, head):
-      config, params, tokenizer = reward_lib.load_reward_model(path)
+      config, params, tokenizer = reward_lib.load_reward_model(path, mesh=mesh)
       if config.head not in head:
         raise ValueError(f"{path}: a {config.head!r} reward model, expected one of {head}")
       if tokenizer is None:
@@ -150,9 +153,10 @@ def load_scorers(cfg: ml_collections.ConfigDict, oracle=None) -> methods.Scorers
       return config, params, tokenizer
 
     if r.outcome_dir:
-      outcome = reward_lib.sequence_scorer(*load(r.outcome_dir, ("outcome", "attributes")))
+      outcome = reward_lib.sequence_scorer(*load(r.outcome_dir, ("outcome", "attributes")),
+                                           mesh=mesh)
     if r.process_dir:
-      process = reward_lib.ProcessScorer(*load(r.process_dir, ("process",)))
+      process = reward_lib.ProcessScorer(*load(r.process_dir, ("process",)), mesh=mesh)
     for path in r.guide_dirs:
       config, params, _ = load(path, ("genarm",))
       guides.append((config.backbone, params["backbone"]))
@@ -368,16 +372,21 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, policy=None,
   """Run every configured method; write the JSON results and the plots into `workdir`.
 
   `policy` / `scorers` replace the ones `cfg` would load (tests pass scripted ones).
+  `cfg.mesh_shape` samples and scores on a device mesh (the policy's and reward models'
+  params placed by the logical rules, the rows sharded over the data axes); the results
+  equal the single-device ones.
   Returns the results dict that is also written to `tts_results.json`.
   """
   ns = _check(cfg)
   config_checks.check_values(cfg)
   os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(tuple(cfg.mesh_shape)) if cfg.get("mesh_shape") else None
   if policy is None:
     if not cfg.policy_dir:
       raise ValueError("policy_dir is empty: pass --config.policy_dir=<sft workdir>/policy "
                        "or a local Hugging Face model directory")
-    policy = LMPolicy(*sft.load_policy(cfg.policy_dir), step_separator=cfg.task.step_separator)
+    policy = LMPolicy(*sft.load_policy(cfg.policy_dir, mesh=mesh),
+                      step_separator=cfg.task.step_separator, mesh=mesh)
   src = task_source(cfg, getattr(policy, "tokenizer", None))
   task = src.task
   problems = held_out_problems(cfg, src)
@@ -385,7 +394,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, *, policy=None,
   oracle = None
   if cfg.reward.oracle and not isinstance(task, ArithmeticTask):
     oracle = TaskOracle(task, dict(zip(prompts, problems)), src.step_separator)
-  scorers = load_scorers(cfg, oracle) if scorers is None else scorers
+  scorers = load_scorers(cfg, oracle, mesh) if scorers is None else scorers
   with interrupt.watch(), tqdm(total=len(cfg.methods) * len(problems), desc="tts",
                                disable=not cfg.progress, dynamic_ncols=True,
                                mininterval=1.0) as bar:
