@@ -59,7 +59,7 @@ def sampler_table(paths: list[Path]) -> str:
       continue
     share = ours.get("bound_share", {})
     rows.append({
-        "file": path.name, "weights": s["param_dtype"],
+        "file": path.name, "weights": s.get("param_dtype", "float32"),
         "shape": f"{s['batch']} x {s['new_tokens']}",
         "ours": f"{ours['tokens_per_s']:,.0f}",
         "hf": f"{hf['tokens_per_s']:,.0f}" if hf else "",
@@ -136,7 +136,10 @@ def main(argv=None) -> None:
            ("RL step (GRPO, SmolLM2-135M shape)", sorted(root.glob("rl_step*.json")), rl_table)]
   for title, paths, make in parts:
     print(f"\n### {title}\n")
-    print(make(paths) if paths else "(no results)")
+    try:
+      print(make(paths) if paths else "(no results)")
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:  # keep the other tables
+      print(f"(could not summarize {[p.name for p in paths]}: {err!r})")
 
 
 if __name__ == "__main__":
