@@ -146,7 +146,7 @@ def matmul_peak(dtype, *, n: int, inner: int = 4, repeats: int = 5, device=None)
   flops = 2.0 * n ** 3 * inner
   return {"dtype": jnp.dtype(dtype).name, "n": n, "inner": inner,
           "flops_per_s": flops / timing.median, "best_flops_per_s": flops / timing.min,
-          "flops_per_cpu_s": flops / timing.cpu_median, "seconds": list(timing.times),
+          "flops_per_cpu_s": flops / max(timing.cpu_median, 1e-9), "seconds": list(timing.times),
           "cpu_seconds": list(timing.cpu_times), "cpu_share": timing.cpu_share}
 
 
