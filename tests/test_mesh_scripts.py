@@ -1,6 +1,7 @@
 """The experiment scripts on a device mesh: `experiments/rl.py --config.mesh_shape=...` from the
 command line, the RL step across two `jax.distributed` processes, and `tts.py` /
 `label_steps.py` with `mesh_shape`, each against the single-device run."""
+import json
 import os
 import socket
 import subprocess
@@ -113,6 +114,11 @@ def test_two_process_rl_equals_the_single_process_run(tmp_path):
     assert p.returncode == 0, out[-4000:]
   finals = [out.split("final", 1)[1].strip() for out in outputs]
   assert finals[0] == finals[1]  # both processes evaluated the same policy
+  # One process writes the metrics files: each step once, not once per process.
+  steps = [json.loads(l)["step"] for l in open(workdir / "train_metrics.jsonl")]
+  assert steps == sorted(set(steps)) and steps[-1] == 2, steps
+  evals = [json.loads(l)["step"] for l in open(workdir / "eval_metrics.jsonl")]
+  assert evals == sorted(set(evals)), evals
   single = _single_device_policy(tmp_path / "single", rl_cfg(reward="outcome_rm"),
                                  outcome_scorer=LengthScorer())
   _assert_same_params(sft.load_policy(str(workdir / "policy"))[1], single)

@@ -168,11 +168,13 @@ def _fit(state, train_step, data, *, workdir, total_steps, tokens_per_step, log_
   except BaseException:
     ckpt.close()
     raise
-  _truncate_metrics(workdir, start)
+  writer = jax.process_index() == 0  # processes share the file system: one writes the metrics
+  if writer:
+    _truncate_metrics(workdir, start)
   end = total_steps if stop_after is None else min(stop_after, total_steps)
   logger = metrics_lib.MetricsLogger(os.path.join(workdir, "train_metrics.jsonl"),
                                      total_steps=total_steps, initial_step=start, desc=desc,
-                                     disable=not progress)
+                                     disable=not progress, write_file=writer)
   guard = _Guard(ckpt, max_bad_steps)
   last: dict = {}
   t0 = time.perf_counter()

@@ -28,14 +28,18 @@ def to_python(metrics: dict) -> dict:
 class MetricsLogger:
   """Appends one JSON object per logged step to `path` and drives a tqdm bar.
 
-  The bar shows steps/s and ETA; `log` adds tokens/s when `tokens` is given.
+  The bar shows steps/s and ETA; `log` adds tokens/s when `tokens` is given. With
+  `write_file=False` (the processes other than 0 of a multi-process run, which share the
+  file system) records are returned but not written.
   """
 
   def __init__(self, path: str, *, total_steps: int, initial_step: int = 0, desc: str = "train",
-               disable: bool = False):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+               disable: bool = False, write_file: bool = True):
     self.path = path
-    self._file = open(path, "a")
+    self._file = None
+    if write_file:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      self._file = open(path, "a")
     self.bar = tqdm(total=total_steps, initial=initial_step, desc=desc, dynamic_ncols=True,
                     disable=disable, mininterval=1.0)
     self._last_time = time.perf_counter()
@@ -51,8 +55,9 @@ class MetricsLogger:
     if self._tokens:
       record["tokens_per_s"] = self._tokens / max(now - self._last_time, 1e-9)
     self._tokens, self._last_time = 0.0, now
-    self._file.write(json.dumps(to_json_safe(record), allow_nan=False) + "\n")
-    self._file.flush()
+    if self._file is not None:
+      self._file.write(json.dumps(to_json_safe(record), allow_nan=False) + "\n")
+      self._file.flush()
     shown = {k: f"{v:.4g}" for k, v in record.items()
              if k in ("loss", "accuracy", "token_accuracy", "tokens_per_s", "lr") and
              isinstance(v, float)}
@@ -64,7 +69,8 @@ class MetricsLogger:
 
   def close(self) -> None:
     self.bar.close()
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
 
 
 class JsonlError(ValueError):
