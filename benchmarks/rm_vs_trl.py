@@ -9,7 +9,7 @@ Same model, same pairs, same optimizer settings, one run:
 - rewardlab: the `bt` loss of `rewardlab.train.reward` in the jitted step of
   `rewardlab.train.step` (AdamW, global-norm clipping), on the batches its trainer makes
   (`reward.train_batches`, seed 0): each batch padded to its own longest sequence rounded
-  up to a length bucket (multiples of 8, at most 8 buckets: one compile each, all done
+  up to a length bucket (multiples of 8, at most 16 buckets: one compile each, all done
   before timing), pairs length-sorted in windows of `--sort-window` batches (0 = off;
   `--padding dataset` pads every batch to the data set's longest pair, as before);
 - TRL: `RewardTrainer` on PyTorch CPU, `--torch-threads` threads, no gradient
@@ -216,25 +216,20 @@ def step_flops(config: TransformerConfig, tokens: int, length: int) -> float:
   return 3.0 * per_token * tokens
 
 
-def breakdown(rm, params, batches: list[dict], repeats: int) -> dict:
+def breakdown(rm, params, ours: OurTrainer, repeats: int) -> dict:
   """Where a step goes at the most common bucket: seconds of the jitted forward loss, of
   its value and gradient, and of the whole train step (gradient + AdamW), and the step's
   model FLOP/s against this process's measured matmul peak for the model's dtype."""
-  cfg = rm_bt.base_config().lock()
-  loss_fn = reward_train.OBJECTIVES.get("bt").loss(rm, cfg)
-  widths = [b["chosen_tokens"].shape[1] for b in batches]
+  loss_fn = reward_train.OBJECTIVES.get("bt").loss(rm, rm_bt.base_config().lock())
+  widths = [b["chosen_tokens"].shape[1] for b in ours.batches]
   width = max(set(widths), key=widths.count)
-  batch = next(b for b in batches if b["chosen_tokens"].shape[1] == width)
+  batch = ours.shapes[width]
   fns = {"forward": jax.jit(lambda p, b: loss_fn(p, b)[0]),
          "forward_backward": jax.jit(jax.value_and_grad(lambda p, b: loss_fn(p, b)[0]))}
   compiled = {name: common.compile_jitted(fn, params, batch)[0] for name, fn in fns.items()}
-  tx = state_lib.adamw(lambda _: LR, weight_decay=WEIGHT_DECAY, clip_norm=CLIP)
-  state = state_lib.TrainState.create(jax.tree.map(lambda x: x.copy(), params), tx)
-  step = step_lib.make_train_step(loss_fn, tx)  # donates the state: keep it threaded
-  holder = {"state": state}
 
-  def train_step():
-    holder["state"], metrics = step(holder["state"], batch)
+  def train_step():  # the timed trainer's own step (compiled for this bucket already)
+    ours.state, metrics = ours.train_step(ours.state, batch)
     return metrics
 
   timings = common.time_interleaved(
@@ -273,7 +268,7 @@ def run_ours(rm, params, batches: list[dict], args) -> dict:
             "computed_tokens_per_step_mean": float(np.mean([2 * args.batch * w for w in widths])),
             "cpu_share": cpu_share}
   if args.breakdown:
-    result["breakdown"] = breakdown(rm, params, batches, repeats=max(3, args.steps // 4))
+    result["breakdown"] = breakdown(rm, params, ours, repeats=max(3, args.steps // 4))
   return result
 
 

@@ -77,7 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   # process, dataset across processes.
   c.data.batch_padding = "auto"
   c.data.pad_to_multiple = 8  # buckets: multiples of this (spaced wider if needed) ...
-  c.data.max_length_buckets = 8  # ... at most this many (the compiled shapes)
+  c.data.max_length_buckets = 16  # ... at most this many (the compiled shapes)
   c.data.length_buckets = ()  # explicit bucket lengths instead, e.g. (128, 256, 512)
   # Batches per length-sorted window (0 = off): each window of sort_window x batch_size
   # shuffled examples is sorted by length and cut into batches, emitted in a seeded order;

@@ -319,7 +319,7 @@ def train_batches(train: list[dict], cfg: Config, *, shard_index: int | None = N
   lengths = None
   if batch_padding(cfg) == "batch":
     lengths = buckets_lib.bucket_lengths(
-        longest, multiple=d.get("pad_to_multiple", 8), max_buckets=d.get("max_length_buckets", 8),
+        longest, multiple=d.get("pad_to_multiple", 8), max_buckets=d.get("max_length_buckets", 16),
         lengths=tuple(d.get("length_buckets", ())))
   data = buckets_lib.make_iterator(
       train, batch_size=cfg.train.batch_size // jax.process_count(), seed=cfg.seed,
