@@ -59,7 +59,7 @@ import transformers  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from experiments.configs import rm_bt  # noqa: E402
-from rewardlab.data import buckets, encode  # noqa: E402
+from rewardlab.data import encode  # noqa: E402
 from rewardlab.data.formats import PreferencePair  # noqa: E402
 from rewardlab.data.tokenizers import CharTokenizer  # noqa: E402
 from rewardlab.models import reward as reward_lib  # noqa: E402

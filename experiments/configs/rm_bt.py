@@ -129,7 +129,7 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.steps, c.train.batch_size, c.train.log_every = 6, 8, 2
   c.train.warmup_steps, c.train.checkpoint_every = 2, 3
   c.eval.batch_size = 8
-  c.data.batch_padding = "dataset"  # one compile per test run (tests/test_rm_buckets.py covers buckets)
+  c.data.batch_padding = "dataset"  # one compile per run; tests/test_rm_buckets.py tests buckets
   c.progress = False
   return c.lock()
 
