@@ -71,6 +71,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.policy_max_new_tokens = 52  # fits the SFT policy's 80 positions; right K=4 needs 51
   c.data.max_steps = 8
   c.data.separator = "\n"
+  # Training batches (rewardlab.data.buckets). Padding: "batch" cuts each batch to its
+  # longest sequence rounded up to a bucket (the loss is unchanged; one compile per bucket
+  # used), "dataset" pads every batch to the data set's longest, "auto" = batch in one
+  # process, dataset across processes.
+  c.data.batch_padding = "auto"
+  c.data.pad_to_multiple = 8  # buckets: multiples of this (spaced wider if needed) ...
+  c.data.max_length_buckets = 16  # ... at most this many (the compiled shapes)
+  c.data.length_buckets = ()  # explicit bucket lengths instead, e.g. (128, 256, 512)
+  # Batches per length-sorted window (0 = off): each window of sort_window x batch_size
+  # shuffled examples is sorted by length and cut into batches, emitted in a seeded order;
+  # less padding, batches no longer i.i.d. within a window.
+  c.data.sort_window = 0
 
   c.loss = ml_collections.ConfigDict()
   c.loss.use_margin = True  # bt: subtract the data's margin when it has one
@@ -117,6 +129,7 @@ def shrink(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.steps, c.train.batch_size, c.train.log_every = 6, 8, 2
   c.train.warmup_steps, c.train.checkpoint_every = 2, 3
   c.eval.batch_size = 8
+  c.data.batch_padding = "dataset"  # one compile per run; tests/test_rm_buckets.py tests buckets
   c.progress = False
   return c.lock()
 

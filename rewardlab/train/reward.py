@@ -24,8 +24,8 @@ import ml_collections
 import numpy as np
 
 from rewardlab import losses, sharding
+from rewardlab.data import buckets as buckets_lib
 from rewardlab.data import encode as encode_lib
-from rewardlab.data import pipeline
 from rewardlab.data.formats import ReadStats, read_records
 from rewardlab.data.tokenizers import CharTokenizer, load_tokenizer
 from rewardlab.eval import reward_model as report_lib
@@ -283,6 +283,51 @@ def trim_length(examples: list[dict]) -> list[dict]:
   return [{k: (v[:keep] if k in LENGTH_KEYS else v) for k, v in ex.items()} for ex in examples]
 
 
+def mean_real_tokens(examples: list[dict]) -> float:
+  """Real (unmasked) tokens per example over all its sequences: the logged tokens/s counts
+  these, not padding."""
+  masks = [k for k in examples[0] if k in LENGTH_KEYS and k.endswith("mask")]
+  return float(np.mean([sum(int(ex[k].sum()) for k in masks) for ex in examples]))
+
+
+def batch_padding(cfg: Config) -> str:
+  """`cfg.data.batch_padding` resolved: "batch" (each batch to its own bucket) or "dataset"
+  (every batch to the data set's longest). "auto" is "batch" in one process and "dataset"
+  across several: the per-host batches of one global batch must share one shape."""
+  mode = cfg.data.get("batch_padding", "dataset")
+  if mode not in ("auto", "batch", "dataset"):
+    raise ValueError(f"data.batch_padding={mode!r}; expected auto, batch or dataset")
+  if mode == "auto":
+    return "batch" if jax.process_count() == 1 else "dataset"
+  if mode == "batch" and jax.process_count() > 1:
+    raise ValueError("data.batch_padding='batch' needs one process (hosts would pad their "
+                     "shares of a batch differently); use 'auto' or 'dataset'")
+  return mode
+
+
+def train_batches(train: list[dict], cfg: Config, *, shard_index: int | None = None,
+                  shard_count: int | None = None):
+  """The checkpointable training batch iterator and the padded lengths it may yield.
+
+  Per-host batches of `train.batch_size / process_count` examples (`rewardlab.data.buckets`):
+  padded per `data.batch_padding` to buckets from `data.length_buckets` (explicit) or
+  `data.pad_to_multiple` / `data.max_length_buckets`, length-sorted in windows of
+  `data.sort_window` batches when that is > 0. The order is a function of `seed` alone.
+  """
+  d = cfg.data
+  longest = next(v.shape[0] for k, v in train[0].items() if k in LENGTH_KEYS)
+  lengths = None
+  if batch_padding(cfg) == "batch":
+    lengths = buckets_lib.bucket_lengths(
+        longest, multiple=d.get("pad_to_multiple", 8), max_buckets=d.get("max_length_buckets", 16),
+        lengths=tuple(d.get("length_buckets", ())))
+  data = buckets_lib.make_iterator(
+      train, batch_size=cfg.train.batch_size // jax.process_count(), seed=cfg.seed,
+      buckets=lengths, length_keys=LENGTH_KEYS, sort_window=d.get("sort_window", 0),
+      shard_index=shard_index, shard_count=shard_count)
+  return data, list(lengths or (longest,))
+
+
 def load_split(paths, fmt: str, tokenizer, cfg: Config, objective: Objective):
   """Encoded examples of one split, and its read/encode stats (drops counted, reported)."""
   stats, examples = ReadStats(), []
@@ -389,14 +434,13 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
   if adapters.enabled:
     tx, loss_fn = lora.freeze_base(tx), lora.loss_with_adapters(adapters, loss_fn)
   state = state_lib.TrainState.create(params, tx)
-  train_step = step_lib.make_train_step(
-      loss_fn, tx, mesh=mesh,
+  data, length_buckets = train_batches(train, cfg)
+  train_step = step_lib.make_train_step(  # one trace per length bucket, never more
+      loss_fn, tx, mesh=mesh, max_traces=len(length_buckets),
       state_shardings=step_lib.state_shardings_of(state) if mesh is not None else None)
-  data = pipeline.make_iterator(train, batch_size=cfg.train.batch_size // jax.process_count(),
-                                seed=cfg.seed)
   length = next(v.shape[0] for k, v in train[0].items() if k in LENGTH_KEYS)
   result = loop.fit(state, train_step, data, workdir=workdir, total_steps=cfg.train.steps,
-                    tokens_per_step=cfg.train.batch_size * objective.sequences * length,
+                    tokens_per_step=cfg.train.batch_size * mean_real_tokens(train),
                     log_every=cfg.train.log_every, checkpoint_every=cfg.train.checkpoint_every,
                     mesh=mesh, stop_after=stop_after, desc=f"rm-{cfg.kind}",
                     progress=cfg.progress, extra_metrics=lambda s, _: {"lr": float(schedule(s))},
@@ -416,7 +460,8 @@ def run(cfg: Config, workdir: str, *, stop_after: int | None = None) -> dict:
   results = {"kind": cfg.kind, "steps": int(result.state.step),
              "train_seconds_this_run": result.seconds, "num_params": rm.backbone.num_params(),
              "train_examples": len(train), "eval_examples": len(held_out),
-             "sequence_length": int(length), "data_format": files["format"],
+             "sequence_length": int(length), "length_buckets": length_buckets,
+             "data_format": files["format"],
              "lora_rank": adapters.rank, "trained_param_bytes": trained,
              "optimizer_state_bytes": lora.tree_bytes(result.state.opt_state),
              "data": {"train": train_stats.summary(), "eval": eval_stats.summary()},
