@@ -31,8 +31,14 @@ LABELS = {
 }
 
 
-def _pct(x: float) -> str:
-  return f"{100 * x:.1f}"
+def _pct(x: float | None) -> str:
+  """Percent with one decimal; "n/a" for an undefined value (e.g. an F1 without wrong
+  solutions in the held-out set)."""
+  return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x: float | None, spec: str) -> str:
+  return "n/a" if x is None else format(x, spec)
 
 
 def _ci(mean: float, low: float, high: float) -> str:
@@ -109,11 +115,13 @@ def _rm_section(inputs: dict) -> tuple[str, dict]:
     e, cal = s["eval"], s["eval"].get("calibration", {})
     if s["kind"] == "prm":
       split = e["splits"]["all"]
-      metric = (f"step-error F1 {e['processbench_f1']:.3f} (wrong solutions: first error found "
-                f"{_pct(split['acc_error'])}%, right solutions passed {_pct(split['acc_correct'])}%)")
+      metric = (f"step-error F1 {_num(e['processbench_f1'], '.3f')} (wrong solutions: first "
+                f"error found {_pct(split['acc_error'])}%, right solutions passed "
+                f"{_pct(split['acc_correct'])}%)")
     else:
       metric = f"pairwise accuracy {_pct(e['pairwise_accuracy'])}% ({e['num_pairs']} pairs)"
-    calib = (f"ECE {cal['ece']:.3f}, Brier {cal['brier']:.3f}, AUROC {cal['auroc']:.3f}"
+    calib = (f"ECE {_num(cal['ece'], '.3f')}, Brier {_num(cal['brier'], '.3f')}, "
+             f"AUROC {_num(cal['auroc'], '.3f')}"
              if cal else "")
     rows.append([title, s["train_examples"], f"{s['train_seconds']:.0f}", metric, calib])
     out[name] = {"kind": s["kind"], "train_examples": s["train_examples"],
@@ -125,10 +133,15 @@ def _rm_section(inputs: dict) -> tuple[str, dict]:
     rows.append(["baseline: the policy's log-likelihood (untrained)", "0", "0",
                  f"pairwise accuracy {_pct(base)}%", ""])
     out["policy_likelihood_pairwise_accuracy"] = base
-  text = ("All three start from the SFT policy's weights. Held-out sets: (right, wrong) pairs "
-          "of policy samples on test-split problems (ORM, GenARM); for the PRM, the policy's "
-          "held-out samples with exact step labels (from the task's checker), ProcessBench-style "
-          "F1 of finding the first wrong step.\n\n"
+  given = (inputs.get("sft") or {}).get("given")
+  mc_test = "prm_eval" in ((inputs.get("labels") or {}).get("files") or {})
+  text = (f"All three start from the {'given' if given else 'SFT'} policy's weights. Held-out "
+          "sets: (right, wrong) pairs of policy samples on test-split problems (ORM, GenARM); "
+          "for the PRM, "
+          + ("the Monte-Carlo step labels of held-out labelled problems (these problems have "
+             "no exact step labels)" if mc_test else
+             "the policy's held-out samples with exact step labels (from the task's checker)")
+          + ", ProcessBench-style F1 of finding the first wrong step.\n\n"
           + _table(["model", "train examples", "train s", "held-out", "calibration"], rows))
   return text, out
 
@@ -263,7 +276,7 @@ def _reading(inputs: dict, tts: dict | None, config: dict) -> list[str]:
     split = prm["eval"]["splits"]["all"]
     note = (f"The PRM finds the first wrong step of {_pct(split['acc_error'])}% of the policy's "
             f"wrong held-out solutions and passes {_pct(split['acc_correct'])}% of its right ones "
-            f"(F1 {prm['eval']['processbench_f1']:.2f}).")
+            f"(F1 {_num(prm['eval']['processbench_f1'], '.2f')}).")
     total = sum(kinds.values())
     if total:
       note += (" The first error of the policy's wrong held-out solutions is an arithmetic slip "
@@ -332,12 +345,20 @@ def write(out_dir: str, inputs: dict, seconds: dict, config: dict) -> dict:
   os.makedirs(out_dir, exist_ok=True)
   report: dict = {"config": config, "stage_seconds": seconds,
                   "total_seconds": float(sum(seconds.values()))}
+  task = config.get("task", {})
+  arithmetic = task.get("name", "arithmetic") == "arithmetic"
+  what = ("the synthetic arithmetic task: SFT policy" if arithmetic else
+          f"the problems of `{task.get('train_files')}` / `{task.get('eval_files')}` "
+          f"({task.get('format')} format): given policy")
   parts = ["# rewardlab pipeline report", "",
-           "End-to-end run on the synthetic arithmetic task: SFT policy -> rollouts -> step "
+           f"End-to-end run on {what} -> rollouts -> step "
            "labels -> reward models -> test-time scaling -> GRPO. Numbers are measured in "
            "this run; files named here sit beside this report.", ""]
   sft = inputs.get("sft")
-  if sft:
+  if sft and sft.get("given"):
+    parts += ["## Policy", "", f"Source: `{sft['source']}` (given; no SFT stage).", ""]
+    report["policy"] = sft
+  elif sft:
     parts += ["## Policy", "",
               f"Source: `{sft['source']}`; greedy accuracy at SFT time "
               f"{_pct(sft.get('accuracy', float('nan')))}% on {sft.get('num_problems', '?')} "
@@ -393,8 +414,9 @@ def write(out_dir: str, inputs: dict, seconds: dict, config: dict) -> dict:
   claims = _claims(tts_results, labels_out, inputs.get("rl"), per)
   if claims:
     parts += ["## Which claims of the seed papers this run reproduces", "", _claims_table(claims),
-              "", "At this scale (a 0.86M-parameter policy, a few hundred test problems) an "
-              "unresolved claim means the difference is smaller than the run can measure, not "
+              "", "At this scale ("
+              + ("a 0.86M-parameter policy, " if arithmetic else "")
+              + "a few hundred test problems) an unresolved claim means the difference is smaller than the run can measure, not "
               "that it is absent.", ""]
     notes = _reading(inputs, tts_results, config)
     if notes:

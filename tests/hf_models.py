@@ -25,7 +25,8 @@ _CLASSES = {
 }
 
 
-def make_model(variant: str, seed: int = 0, vocab_size: int = 96):
+def make_model(variant: str, seed: int = 0, vocab_size: int = 96, **config):
+  """A random model of `variant`; `config` overrides its HF config fields."""
   model_type, overrides = VARIANTS[variant]
   config_cls, model_cls = _CLASSES[model_type]
   kwargs = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=112,
@@ -33,6 +34,7 @@ def make_model(variant: str, seed: int = 0, vocab_size: int = 96):
                 rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1,
                 eos_token_id=2, pad_token_id=0, attn_implementation="eager")
   kwargs.update(overrides)
+  kwargs.update(config)
   torch.manual_seed(seed)
   model = model_cls(config_cls(**kwargs)).eval()
   # Larger-than-default weights so that differences are not hidden by tiny activations.

@@ -25,6 +25,7 @@ from rewardlab.search.policy import LMPolicy, TokenText, cut_after, separator_to
 from rewardlab.tasks import ArithmeticTask, arithmetic
 from rewardlab.train import sft
 
+from bpe import save_bpe
 from hf_models import make_model, save_model
 
 pytestmark = pytest.mark.torch
@@ -35,21 +36,7 @@ TRAIN_TEXT = [p.prompt + p.solution for p in PROBLEMS]
 
 
 def _save_bpe(path, added=()):
-  from tokenizers import AddedToken, Tokenizer, decoders, models as bpe_models
-  from tokenizers import pre_tokenizers, trainers
-  from transformers import PreTrainedTokenizerFast
-
-  bpe = Tokenizer(bpe_models.BPE())
-  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  bpe.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                show_progress=False)
-  bpe.train_from_iterator(TRAIN_TEXT, trainer=trainer)
-  fast = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
-                                 pad_token="<pad>")
-  fast.add_tokens([AddedToken(t, normalized=False) for t in added])
-  fast.save_pretrained(path)
+  save_bpe(path, TRAIN_TEXT, added=added)
   return tk.load_tokenizer(path)
 
 

@@ -7,6 +7,8 @@ import pytest
 from rewardlab.data import tokenizers as tk
 from rewardlab.tasks import arithmetic as ar
 
+from bpe import save_bpe
+
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 TRAIN_TEXT = ["the quick brown fox jumps over the lazy dog", "37+45=82\n82*3=246\nA:246",
@@ -86,25 +88,11 @@ def test_plain_chat_prompt_fallback():
 # ----------------------------------------------------------------------------- HF tokenizers
 
 
-def _save_bpe(path, *, chat_template=None, pad=True, texts=None):
-  """Train a tiny byte-level BPE (on `texts`, default TRAIN_TEXT) and save it as a
-  transformers tokenizer directory."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-  from transformers import PreTrainedTokenizerFast
-
-  bpe = Tokenizer(models.BPE())
-  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  bpe.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                show_progress=False)
-  bpe.train_from_iterator(TRAIN_TEXT if texts is None else texts, trainer=trainer)
-  specials = dict(bos_token="<s>", eos_token="</s>") | (dict(pad_token="<pad>") if pad else {})
-  fast = PreTrainedTokenizerFast(tokenizer_object=bpe, **specials)
-  if chat_template is not None:
-    fast.chat_template = chat_template
-  fast.save_pretrained(path)
-  return fast
+def _save_bpe(path, *, chat_template=None, pad=True, texts=None, adds_bos=True):
+  """A tiny byte-level BPE trained on `texts` (default TRAIN_TEXT), saved as a transformers
+  tokenizer directory (`bpe.save_bpe`)."""
+  return save_bpe(path, TRAIN_TEXT if texts is None else texts, chat_template=chat_template,
+                  pad=pad, adds_bos=adds_bos)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +101,7 @@ def hf_dirs(tmp_path_factory):
   reference = _save_bpe(root / "chat", chat_template=CHAT_TEMPLATE)
   _save_bpe(root / "plain")
   _save_bpe(root / "nopad", pad=False)
+  _save_bpe(root / "nobos", adds_bos=False)
   return root, reference
 
 
@@ -136,6 +125,22 @@ def test_hf_tokenizer_special_ids_and_round_trip(hf_dirs):
   assert tok.token_to_id("the") == reference.convert_tokens_to_ids("the")
   with pytest.raises(KeyError, match="not-a-token"):
     tok.token_to_id("not-a-token")
+
+
+def test_one_bos_only_where_the_tokenizer_prepends_one(hf_dirs):
+  """`encode(add_bos=True)` follows the tokenizer's own rule: a tokenizer that names a bos
+  but never prepends it (GPT-2, SmolLM2) gets none on a plain prompt."""
+  root, reference = hf_dirs
+  llama_like, gpt2_like = tk.load_tokenizer(root / "plain"), tk.load_tokenizer(root / "nobos")
+  text = "37+45=82\n"
+  assert reference.encode(text)[0] == 1  # the tokenizer itself prepends <s>
+  assert llama_like.adds_bos and llama_like.encode(text, add_bos=True) == reference.encode(text)
+  plain = gpt2_like.encode(text)
+  assert gpt2_like.bos_id == 1 and not gpt2_like.adds_bos
+  assert gpt2_like.tokenizer.encode(text) == plain  # its own encoding has no bos
+  assert gpt2_like.encode(text, add_bos=True) == plain
+  assert gpt2_like.encode("<s>hi", add_bos=True) == [1] + gpt2_like.encode("hi")  # kept as written
+  assert tk.CharTokenizer.for_arithmetic().encode("Q:1", add_bos=True)[0] == 1  # always a bos
 
 
 def test_hf_tokenizer_chat_template(hf_dirs):

@@ -14,6 +14,19 @@ which trains it here first.
 
 Run:      python experiments/pipeline.py --workdir runs/demo
 Runtime:  see README (measured on the 2-core CPU); `--from_scratch` adds the SFT run.
+
+A given policy on problem files (GSM8K / MATH / prompt_answer; `rewardlab.tasks.source`):
+    python experiments/pipeline.py --workdir runs/gsm8k --config.policy_dir=DIR \
+        --config.task.name=math --config.task.format=gsm8k \
+        --config.task.train_files=train.jsonl --config.task.eval_files=test.jsonl
+DIR is any local Hugging Face directory with its tokenizer (its chat template wraps the
+prompts unless `task.chat_template=False`); it replaces the SFT stage and every reward model
+starts from it. The problem counts below take the first rows of the files (0 = all);
+`rollouts.max_new_tokens` bounds every stage's samples; prompt widths and reward-model lengths
+follow the longest prompt. The PRM's held-out step labels are exact where the rows carry
+`intermediates` (`python -m rewardlab.tasks.word_problems`); otherwise it is tested on the
+Monte-Carlo labels of the last quarter of the labelled problems, which it does not train on.
+Not timed at real-model size.
 """
 
 import ml_collections
@@ -30,9 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Device mesh (data, fsdp, tensor) for the labels and tts stages' sampling and scoring
   # (their `mesh_shape`); None runs them on one device. The results do not depend on it.
   c.mesh_shape = config_dict.placeholder(tuple)
-  # The problems of every stage (rewardlab/tasks/source.py): the synthetic task only, since
-  # the rollouts and labels stages check arithmetic steps exactly.
+  # The problems of every stage (rewardlab/tasks/source.py): the synthetic task, or problem
+  # files (task.name=math) with a given policy_dir.
   c.task = source.config()
+  c.policy_dir = ""  # a local HF directory: the policy of every stage instead of the SFT stage's
 
   c.sft = ml_collections.ConfigDict()
   c.sft.from_scratch = False
@@ -91,7 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.rl.group_size = 8
   c.rl.learning_rate = 5e-5
   c.rl.eval_every = 25
-  c.rl.eval_num_per_k = 100  # held-out greedy pass@1 on 3 x 100 problems, before and after
+  c.rl.eval_num_per_k = 100  # held-out greedy pass@1 on 3 x 100 problems (files: the first 100)
   return c.lock()
 
 

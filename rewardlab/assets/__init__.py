@@ -2,9 +2,10 @@
 
 :mod:`rewardlab.assets.smollm2`: SmolLM2-135M-Instruct as an ordinary Hugging Face
 directory (`python -m rewardlab.assets.smollm2 DIR`, or `ensure_smollm2()`).
+`sha256(path)`: the hex digest of a file (read in blocks), as assets and runs record them.
 """
 
-__all__ = ["AssetError", "ensure_smollm2"]
+__all__ = ["AssetError", "ensure_smollm2", "sha256"]
 
 
 def __getattr__(name):

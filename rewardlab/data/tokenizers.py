@@ -175,8 +175,11 @@ class HFTokenizer:
   ``vocab_size`` is ``len(tokenizer)`` (added tokens included: the embedding must
   cover every id). ``pad_id`` falls back to ``eos_id`` when the tokenizer has no
   pad token (padding is always masked, so the id only has to be valid).
-  ``add_bos`` is a no-op for tokenizers without a bos token (e.g. Qwen2) and
-  never doubles a bos already at the start. ``token_to_id`` takes raw vocabulary
+  ``add_bos`` prepends the bos only when the tokenizer itself does (``adds_bos``: its
+  encoding with special tokens starts with bos, as Llama's ``<s>`` does); it is a no-op
+  for tokenizers that name a bos but never prepend it (GPT-2, SmolLM2, whose bos is the
+  chat turn opener ``<|im_start|>``) or have none (Qwen2), and never doubles a bos
+  already at the start (e.g. from a chat template). ``token_to_id`` takes raw vocabulary
   strings (for byte-level BPE, a leading space is ``Ġ``).
   """
 
@@ -192,6 +195,9 @@ class HFTokenizer:
                        f"tokenizer_config.json")
     self.eos_id = int(tok.eos_token_id)
     self.bos_id = None if tok.bos_token_id is None else int(tok.bos_token_id)
+    self.adds_bos = self.bos_id is not None and (
+        tok.encode("a", add_special_tokens=True)[:1] == [self.bos_id]
+        and tok.encode("a", add_special_tokens=False)[:1] != [self.bos_id])
     self.pad_id = self.eos_id if tok.pad_token_id is None else int(tok.pad_token_id)
     self.vocab_size = len(tok)
     self._vocab = tok.get_vocab()
@@ -201,7 +207,7 @@ class HFTokenizer:
 
   def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
     ids = list(self.tokenizer.encode(text, add_special_tokens=False))
-    if add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
+    if add_bos and self.adds_bos and (not ids or ids[0] != self.bos_id):
       ids.insert(0, self.bos_id)
     return ids
 

@@ -24,8 +24,6 @@ the `A:<answer>` line included (it is step K, as in `arithmetic.first_wrong_step
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Callable, Sequence
 
 import numpy as np
@@ -33,6 +31,7 @@ import numpy as np
 from rewardlab.data.tokenizers import decode_sampled
 from rewardlab.tasks import arithmetic
 from rewardlab.tasks.arithmetic import Problem
+from rewardlab.train.metrics import write_jsonl  # the one JSONL writer (rm_data.write_jsonl)
 
 Samples = Sequence[Sequence[str]] | None  # per problem, the policy's completions
 
@@ -190,14 +189,6 @@ BUILDERS: dict[str, Callable[..., list[dict]]] = {
 # ----------------------------------------------------------------------------- files
 
 
-def write_jsonl(path: str, rows: Sequence[dict]) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
-  return path
-
-
 def write_synthetic(path: str, fmt: str, problems: Sequence[Problem], *, seed: int,
                     **options) -> str:
   """Build rows of format `fmt` (a key of `BUILDERS`) for `problems` and write them as jsonl.
@@ -209,20 +200,27 @@ def write_synthetic(path: str, fmt: str, problems: Sequence[Problem], *, seed: i
   return write_jsonl(path, BUILDERS[fmt](problems, np.random.default_rng(seed), **options))
 
 
+
 def sample_completions(config, params, tokenizer, problems: Sequence[Problem], *,
                        num_samples: int, temperature: float = 1.0, max_new_tokens: int = 64,
-                       seed: int = 0, batch_size: int = 64) -> list[list[str]]:
-  """`num_samples` policy completions per problem (prompt `[BOS] + encode(prompt)`)."""
+                       seed: int = 0, batch_size: int = 64,
+                       prompts: Sequence[str] | None = None) -> list[list[str]]:
+  """`num_samples` policy completions per problem (prompt `encode(prompt, add_bos=True)`);
+  `prompts[i]` is the text of `problems[i]` (default: `problem.prompt`)."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from rewardlab.sampling import generate  # pylint: disable=import-outside-toplevel
 
+  if prompts is None:
+    prompts = [p.prompt for p in problems]
+  if len(prompts) != len(problems):
+    raise ValueError(f"{len(prompts)} prompts for {len(problems)} problems")
   out, rng = [], jax.random.key(seed)
   for start in range(0, len(problems), batch_size):
-    chunk = problems[start:start + batch_size]
+    chunk = prompts[start:start + batch_size]
     rng, key = jax.random.split(rng)
-    prompts = [tokenizer.encode(p.prompt, add_bos=True) for p in chunk]
-    gen = generate(config, params, prompts, max_new_tokens=max_new_tokens,
+    encoded = [tokenizer.encode(text, add_bos=True) for text in chunk]
+    gen = generate(config, params, encoded, max_new_tokens=max_new_tokens,
                    temperature=temperature, stop_tokens=(tokenizer.eos_id,),
                    num_samples=num_samples, rng=key, pad_id=tokenizer.pad_id)
     texts = [decode_sampled(tokenizer, ids) for ids in gen.completions()]

@@ -31,6 +31,7 @@ compute curves.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -174,13 +175,6 @@ def _keep_finished(path: str, done: set[str]) -> None:
       f.writelines(kept)
 
 
-def _append(path: str, rows: Sequence[dict]) -> None:
-  with open(path, "a") as f:
-    f.write("".join(json.dumps(r) + "\n" for r in rows))
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def true_first_wrong_step(view: StepView, steps: Sequence[str]) -> int | None:
   """The exact first wrong step of a solution (-1: none), or None when the task cannot
   tell: arithmetic always can, math problems need their `intermediates`."""
@@ -202,6 +196,7 @@ def _num_steps(problem) -> int | None:
 def _write_problem(workdir: str, index: int, view: StepView, texts: list[str],
                    solutions: list[list[str]], results: dict[str, dict]) -> None:
   """Append one finished problem: label rows first, its `problems.jsonl` line last."""
+  append = functools.partial(metrics_lib.append_jsonl, sync=True)
   key = view.key
   truth = [true_first_wrong_step(view, s) for s in solutions]
   correct = [view.is_correct(t) for t in texts]
@@ -209,27 +204,20 @@ def _write_problem(workdir: str, index: int, view: StepView, texts: list[str],
     rows = [labels.to_record(problem=key, solution=i, first_wrong_step=truth[i],
                              correct=correct[i])
             for i, labels in enumerate(result["labels"]) if labels.steps]
-    _append(os.path.join(workdir, f"labels_{method}.jsonl"), rows)
+    append(os.path.join(workdir, f"labels_{method}.jsonl"), *rows)
     if "states" in result:
-      _append(os.path.join(workdir, f"states_{method}.jsonl"),
-              [s.to_record(problem=key) for s in result["states"]])
+      append(os.path.join(workdir, f"states_{method}.jsonl"),
+             *[s.to_record(problem=key) for s in result["states"]])
     if "tree" in result:
-      _append(os.path.join(workdir, f"trees_{method}.jsonl"),
-              [{"problem": key, **result["tree"]}])
+      append(os.path.join(workdir, f"trees_{method}.jsonl"), {"problem": key, **result["tree"]})
   line = {"problem": key, "index": index, "num_ops": _num_steps(view.problem),
           "solutions": texts, "first_wrong_step": truth, "correct": correct,
           "methods": {m: {"completions": r["completions"], "levels": r["levels"]}
                       for m, r in results.items()}}
-  _append(os.path.join(workdir, PROBLEMS_FILE), [line])
+  append(os.path.join(workdir, PROBLEMS_FILE), line)
 
 
 # ----------------------------------------------------------------------------- summary
-
-
-def _read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  return metrics_lib.read_jsonl(path)  # a bad line names the file and line
 
 
 def _agreement(implied: Sequence[int], truth: Sequence[int | None]) -> dict:
@@ -268,8 +256,8 @@ def summarize(workdir: str, methods: Sequence[str]) -> dict:
   cheapest MC level at least as good as OmegaPRM at its full budget, divided by
   OmegaPRM's completions (None when no MC level is as good).
   """
-  problems = list({p["problem"]: p for p in _read_jsonl(os.path.join(workdir, PROBLEMS_FILE))}
-                  .values())
+  logged = metrics_lib.read_jsonl(os.path.join(workdir, PROBLEMS_FILE), missing_ok=True)
+  problems = list({p["problem"]: p for p in logged}.values())
   truth = [t for p in problems for t in p["first_wrong_step"]]
   known = [t for t in truth if t is not None]
   correct = [c for p in problems for c in p["correct"]]
@@ -288,7 +276,8 @@ def summarize(workdir: str, methods: Sequence[str]) -> dict:
       implied = [i for r in rows for i in r["implied"]]
       levels[level] = {**costs, "completions_per_problem": costs["completions"] / len(rows),
                        **_agreement(implied, truth)}
-    records = _read_jsonl(os.path.join(workdir, f"labels_{method}.jsonl"))
+    records = metrics_lib.read_jsonl(os.path.join(workdir, f"labels_{method}.jsonl"),
+                                   missing_ok=True)
     spent = [p["methods"][method]["completions"] for p in problems]
     summary["methods"][method] = {
         "completions": int(np.sum(spent)),

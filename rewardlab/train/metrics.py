@@ -2,8 +2,9 @@
 
 JSONL files survive a crash: `truncate_jsonl` drops a torn last line and the records of
 steps after the one a run resumes from, `read_jsonl` names the file and line of a bad
-line. Result JSON is strict JSON (`to_json_safe`: NaN and infinities become null), and
-`write_json` replaces the file atomically.
+line; `write_jsonl` / `append_jsonl` / `read_jsonl` are the project's one JSONL helper
+(one strict-JSON object per line). Result JSON is strict JSON (`to_json_safe`: NaN and
+infinities become null), and `write_json` replaces the file atomically.
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ class JsonlError(ValueError):
   """A line of a JSONL file that is not a JSON object: names the file and the line."""
 
 
-def read_jsonl(path: str) -> list[dict]:
-  """The records of a JSONL file; a bad line raises `JsonlError` with file and line."""
+def read_jsonl(path: str, *, missing_ok: bool = False) -> list[dict]:
+  """The records of a JSONL file; a bad line raises `JsonlError` with file and line.
+  `missing_ok`: a file that does not exist has no records."""
+  if missing_ok and not os.path.exists(path):
+    return []
   out = []
   with open(path, encoding="utf-8") as f:
     for lineno, line in enumerate(f, start=1):
@@ -167,7 +171,24 @@ def write_json(path: str, value, *, indent: int = 2) -> None:
   os.replace(tmp, path)
 
 
-def append_jsonl(path: str, record: dict) -> None:
-  """Append `record` as one JSON line to `path` (created if missing)."""
-  with open(path, "a") as f:
-    f.write(json.dumps(to_json_safe(record)) + "\n")
+def _lines(records) -> str:
+  return "".join(json.dumps(to_json_safe(r)) + "\n" for r in records)
+
+
+def write_jsonl(path: str, records) -> str:
+  """Write `records` (dicts) as one strict-JSON line each to `path`, creating its
+  directory; returns `path`."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(_lines(records))
+  return path
+
+
+def append_jsonl(path: str, *records: dict, sync: bool = False) -> None:
+  """Append `records` as one JSON line each to `path` (created if missing), in one write;
+  `sync`: flushed to disk before returning (a log that marks finished work)."""
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(_lines(records))
+    if sync:
+      f.flush()
+      os.fsync(f.fileno())
