@@ -1,4 +1,4 @@
-"""experiments/policy_pairs.py: a policy's samples checked by the task, (right, wrong)
+"""rewardlab.train.policy_pairs (experiments/policy_pairs.py): a policy's samples checked by the task, (right, wrong)
 pairs per problem, and files the reward-model reader accepts."""
 
 import json
@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from experiments import policy_pairs
 from experiments.configs import policy_pairs as pairs_config
 from rewardlab.data import formats
 from rewardlab.search.policy import Completion
+from rewardlab.train import policy_pairs
 
 GSM8K_ROWS = [
     {"question": "Ann has 3 apples and gets 4 more. How many apples?",
