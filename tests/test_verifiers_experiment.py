@@ -23,6 +23,9 @@ def test_tiny_verifiers_experiment_end_to_end_and_resumes(tmp_path):
   for r in out["verifiers"].values():
     assert len(r["bon_accuracy"]) == cfg.eval.n_max and r["tokens_per_solution"] > 0
   assert set(out["compute_curve"]) == {"1", "2"}
+  assert set(out["beam_search"]) == {"sft", "prm_likelihood_untrained"}
+  assert out["beam_search"]["sft"]["verifier_tokens_per_problem"] > 0
+  assert out["train_data"]["wrong_solutions"] >= out["train_data"]["corrupted"]
   assert {c["verdict"] for c in out["claims"]} <= {"reproduced", "contradicted", "not resolved",
                                                    "not run"}
   assert os.path.exists(tmp_path / "verifiers.png")
