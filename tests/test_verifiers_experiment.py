@@ -12,7 +12,7 @@ from rewardlab.judges import experiment
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow  # 4-7 min on the loaded 2-core CPU (six verifiers trained and evaluated)
+@pytest.mark.slow  # 18 min at load 13 on the shared 2-core CPU, 4-7 min before (six verifiers, beam search)
 def test_tiny_verifiers_experiment_end_to_end_and_resumes(tmp_path):
   cfg = verifiers_config.tiny().unlock()
   cfg.policy_dir = os.path.join(REPO, cfg.policy_dir)
