@@ -223,3 +223,40 @@ def test_scaffolded_chains_get_each_steps_prefix_from_the_framework(judge, monke
   assert out.unparsed == 0 and np.isfinite(out.probs[0]).all()
   assert out.probs[1][1] == 0.0  # after the incorrect verdict
   assert out.usage.tokens_generated == 8
+
+
+def test_revealed_chains_show_each_step_only_after_the_judge_asks(judge, monkeypatch):
+  """The judge writes what step k should be and `>`; only then is step k's value written
+  (read, not generated); tool calls and the reveal share the `>` stop; a no verdict or a
+  request past the last step ends the chain."""
+  tok = judge.tokenizer
+  tpl = tmpl.JudgeTemplate(user="{prompt}\n", yes=("Y",), no=("N",), check_reveal="{value}")
+  replies = [["3+4=7>", "<calc>"],  # row 0 recomputes; row 1 calls the tool
+             ["Y\n7*2=14>", "3+4</calc>"],
+             ["Y\n>", "=8>"],  # row 0 asks past its last step; row 1 reads the value 7
+             ["N\n1+1=2>"]]  # after N no step is revealed
+  seen = []
+
+  def fake(judge_, prompts, num_samples, *, stop_tokens=(), stop_strings=(), **kwargs):
+    assert tuple(stop_tokens) == (tok.token_to_id(">"),) and not stop_strings
+    seen.append([tok.decode(p) for p in prompts])
+    ids = [tok.encode(t) for t in replies.pop(0)][:len(prompts)]
+    return ids, lm.Usage(sum(map(len, prompts)), sum(map(len, ids)))
+
+  monkeypatch.setattr(lm, "sample", fake)
+  ids = [tok.encode("p\n"), tok.encode("q\n")]
+  conts, generated, usage = steps_lib.revealed_chains(
+      judge, tpl, ids, [["3+4=7", "7*2=15"], ["3+4=7", "A:8"]], 1, max_new_tokens=64,
+      temperature=0.0, rng=jax.random.key(0), tool=True)
+  assert tok.decode(conts[0]) == "3+4=7>7Y\n7*2=14>15Y\n>"
+  assert tok.decode([t for t, g in zip(conts[0], generated[0]) if g]) == "3+4=7>Y\n7*2=14>Y\n>"
+  assert tok.decode(conts[1]) == "<calc>3+4</calc>=7=8>7N\n1+1=2>"
+  assert tok.decode([t for t, g in zip(conts[1], generated[1]) if g]) == \
+      "<calc>3+4</calc>=8>N\n1+1=2>"
+  assert seen[1] == ["p\n3+4=7>7", "q\n<calc>"]  # step 1's value only after the first `>`
+  assert usage.tokens_read == sum(len(p) for call in seen for p in call) + len("7" "15" "=7" "7")
+  assert usage.tokens_generated == sum(map(sum, generated))
+  out_rows = [steps_lib.read_chain(c, g, 2, [tok.token_to_id("Y")], [tok.token_to_id("N")])
+              for c, g in zip(conts, generated)]
+  assert [len(w) for w, _ in out_rows] == [2, 1] and [e for _, e in out_rows] == [False, True]
+  assert steps_lib.step_value(" 7*2=15 ") == "15" and steps_lib.step_value("A:8") == "8"

@@ -42,20 +42,33 @@ def test_search_runs_with_a_random_step_judge_and_counts_its_tokens(random_judge
 
 
 class OracleJudge:
-  """A scripted judge: its chains are the checker's (`judge_task.chain_for`) and its
-  logits put +6 on the verdict the chain wrote and -6 on the other."""
+  """A scripted judge that verifies like the checker (`judge_task.chain_for`): in its
+  chain (the prompt is the problem, each line's value is revealed after `>`) it writes
+  each line as it should be and `>`, then `Y` and the next line when the revealed value
+  is right, else `N` and EOS; its logits put +6 on the verdict it wrote and -6 on the
+  other."""
 
   def __init__(self, tokenizer):
     self.tokenizer = tokenizer
     self.y, self.n = tokenizer.token_to_id("Y"), tokenizer.token_to_id("N")
 
+  def _continue(self, text: str) -> str:
+    head, _, chain = text.partition("\n")
+    expected = judge_task.expected_lines(arithmetic.parse_prompt(head))
+    checks = [line for line in chain.split("\n") if line]
+    if not checks:
+      return expected[0] + ">"
+    k = len(checks) - 1
+    if checks[-1].rpartition(">")[2] != judge_task.written_value(expected[k]):
+      return "N\n"
+    return "Y\n" + (expected[k + 1] + ">" if k + 1 < len(expected) else "")
+
   def sample(self, judge, prompts, num_samples, **kwargs):
     chains = []
     for ids in prompts:
-      text = self.tokenizer.decode(ids)
-      problem = arithmetic.parse_prompt(text.split("\n", 1)[0])
-      steps = [s for s in text.split("\n")[1:] if s]
-      chain = self.tokenizer.encode(judge_task.chain_for(problem, steps)) + [self.tokenizer.eos_id]
+      text = self._continue(self.tokenizer.decode(ids))
+      chain = self.tokenizer.encode(text) + ([] if text.endswith(">") else
+                                             [self.tokenizer.eos_id])
       chains += [chain] * num_samples
     return chains, lm.Usage(sum(map(len, prompts)), sum(map(len, chains)))
 

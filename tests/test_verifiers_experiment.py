@@ -12,7 +12,7 @@ from rewardlab.judges import experiment
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow  # 4-7 min on the loaded 2-core CPU (six verifiers trained and evaluated)
+@pytest.mark.slow  # 18 min at load 13 on the shared 2-core CPU, 4-7 min before (six verifiers, beam search)
 def test_tiny_verifiers_experiment_end_to_end_and_resumes(tmp_path):
   cfg = verifiers_config.tiny().unlock()
   cfg.policy_dir = os.path.join(REPO, cfg.policy_dir)
@@ -23,6 +23,9 @@ def test_tiny_verifiers_experiment_end_to_end_and_resumes(tmp_path):
   for r in out["verifiers"].values():
     assert len(r["bon_accuracy"]) == cfg.eval.n_max and r["tokens_per_solution"] > 0
   assert set(out["compute_curve"]) == {"1", "2"}
+  assert set(out["beam_search"]) == {"sft", "prm_likelihood_untrained"}
+  assert out["beam_search"]["sft"]["verifier_tokens_per_problem"] > 0
+  assert out["train_data"]["wrong_solutions"] >= out["train_data"]["corrupted"]
   assert {c["verdict"] for c in out["claims"]} <= {"reproduced", "contradicted", "not resolved",
                                                    "not run"}
   assert os.path.exists(tmp_path / "verifiers.png")

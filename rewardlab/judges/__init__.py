@@ -8,6 +8,6 @@ from rewardlab.judges.pairwise import Preferences, preferences, sampled_preferen
 from rewardlab.judges.pointwise import (Critiques, principle_rewards, sample_critiques,
                                         verdict_probabilities)
 from rewardlab.judges.scorers import PointwiseJudgeScorer, StepJudgeScorer
-from rewardlab.judges.steps import StepVerification, verify_steps
+from rewardlab.judges.steps import StepVerification, revealed_chains, verify_steps
 from rewardlab.judges.templates import (PAIRWISE, POINTWISE, POINTWISE_SCORE, PRINCIPLE, STEPS,
                                         JudgeTemplate)

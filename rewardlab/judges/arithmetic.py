@@ -1,19 +1,26 @@
 """Verification chains on the synthetic arithmetic task, written by its checker.
 
-The judge reads `Q:<problem>\\n` and the solution's lines, then writes one check per
-line: the solution's line copied, `>`, the value the line should have (recomputed from the
-problem; the answer for the `A:` line), then its verdict `Y` or `N` and a newline. Putting
-the written line next to the recomputed value makes the verdict a comparison of nearby
-text. The first `N` ends the chain (later lines are wrong by convention); after the answer
-line's check the chain ends with EOS:
+The judge reads `Q:<problem>\\n` only, then writes one check per solution line (`reveal`
+style, the default): first the line as it should be, recomputed in the policy's own
+`a*b=c` form (so the policy's arithmetic is reused), then `>`; only then does the
+framework write the value the solution's line states (read, not generated:
+`steps.revealed_chains`), and the judge writes its verdict `Y` (the two values are equal)
+or `N` and a newline; the label is still the checker's (the whole line must be right). The judge
+cannot copy what the solution wrote while it recomputes: it has not seen it yet. The first
+`N` ends the chain (later lines are wrong by convention); after the answer line's check
+the chain ends with EOS:
 
-    Q:37+45*3\\n37+45=82\\n82*3=264\\nA:264\\n     <- judge prompt (problem + solution)
-    37+45=82>82Y\\n82*3=264>246N\\n              <- verification chain
+    Q:37+45*3\\n                         <- judge prompt (the problem)
+    37+45=82>82Y\\n82*3=246>264N\\n       <- chain (after each `>`: revealed)
 
-With the calculator (`tool=True`) the value of an operation line is asked for,
-`82*3=264><calc>82*3</calc>=246N`, and the `=246` is the tool's answer (read, not
-generated). The characters of the chains extend the task's alphabet (`VERIFIER_ALPHABET`);
-a judge is a policy whose vocabulary was extended with them (`extend_vocabulary`).
+With the calculator (`tool=True`) an operation line's check asks for the value,
+`<calc>82*3</calc>=246>264N`, and the `=246` is the tool's answer (read too).
+The `copy` style (the first trained format, `COPY_TEMPLATE`: the whole solution in the
+prompt) copies the written line first and then the value it should have:
+`82*3=264>246N`; trained verifiers learned to copy the written value there.
+The characters of the
+chains extend the task's alphabet (`VERIFIER_ALPHABET`); a judge is a policy whose
+vocabulary was extended with them (`extend_vocabulary`).
 """
 from __future__ import annotations
 
@@ -26,16 +33,23 @@ from rewardlab.data.tokenizers import CharTokenizer
 from rewardlab.judges.templates import JudgeTemplate
 from rewardlab.tasks import arithmetic
 
-__all__ = ["VERIFIER_ALPHABET", "TEMPLATE", "tokenizer", "expected_lines", "chain_for",
+__all__ = ["VERIFIER_ALPHABET", "TEMPLATE", "COPY_TEMPLATE", "tokenizer", "expected_lines", "chain_for",
            "chain_verdicts", "value_errors", "first_wrong_line", "first_error_of_chain", "solution_steps",
-           "extend_vocabulary", "OPEN_TAG", "CLOSE_TAG"]
+           "extend_vocabulary", "OPEN_TAG", "CLOSE_TAG", "STYLES", "written_value",
+           "recomputed_value"]
 
 OPEN_TAG, CLOSE_TAG = "<calc>", "</calc>"
 # Verdicts Y / N and the characters of the calculator tags (the task's `A` is upper case).
 VERIFIER_ALPHABET = arithmetic.ALPHABET + "YN<>/cal"
 
-TEMPLATE = JudgeTemplate(user="{prompt}{steps}", yes=("Y",), no=("N",), step_format="{step}\n",
-                         check_prefix="{step}>")
+# The judge reads the problem only; each solution line is revealed after the judge has
+# written what the line should be and `>` (`steps.revealed_chains`).
+TEMPLATE = JudgeTemplate(user="{prompt}", yes=("Y",), no=("N",), step_format="{step}\n",
+                         check_reveal="{value}", reveal_after=">")
+# The first format: the whole solution in the prompt; the judge copies each line, then
+# writes the value it should have (`style="copy"`).
+COPY_TEMPLATE = JudgeTemplate(user="{prompt}{steps}", yes=("Y",), no=("N",),
+                              step_format="{step}\n", check_prefix="{step}>")
 
 
 def tokenizer() -> CharTokenizer:
@@ -48,16 +62,36 @@ def expected_lines(problem: arithmetic.Problem) -> list[str]:
   return list(problem.steps) + [f"A:{problem.answer}"]
 
 
-def _check(problem: arithmetic.Problem, steps: Sequence[str], k: int, tool: bool) -> str:
-  """Line k's check: the written line, `>`, the value it should have (a line past the
-  answer line should not exist: nothing follows the `>`)."""
+STYLES = ("reveal", "copy")
+
+
+def written_value(line: str) -> str:
+  """The value a solution line wrote: after its last `=`, after `A:`, else the line."""
+  line = line.strip()
+  if "=" in line:
+    return line.rpartition("=")[2]
+  return line[2:] if line.startswith("A:") else line
+
+
+def _check(problem: arithmetic.Problem, steps: Sequence[str], k: int, tool: bool,
+           style: str) -> str:
+  """Line k's check without its verdict (module docstring). A line past the answer line
+  should not exist: nothing is recomputed for it."""
   lines = expected_lines(problem)
+  written = steps[k].strip()
+  if style == "copy":
+    if k >= len(lines):
+      return f"{written}>"
+    expr, _, value = lines[k].rpartition("=") if k < problem.num_ops else ("", "", lines[k][2:])
+    if tool and k < problem.num_ops:
+      return f"{written}>{OPEN_TAG}{expr}{CLOSE_TAG}={value}"
+    return f"{written}>{value}"
   if k >= len(lines):
-    return f"{steps[k].strip()}>"
-  expr, _, value = lines[k].rpartition("=") if k < problem.num_ops else ("", "", lines[k][2:])
+    return f">{written_value(written)}"
   if tool and k < problem.num_ops:
-    return f"{steps[k].strip()}>{OPEN_TAG}{expr}{CLOSE_TAG}={value}"
-  return f"{steps[k].strip()}>{value}"
+    expr, _, value = lines[k].rpartition("=")
+    return f"{OPEN_TAG}{expr}{CLOSE_TAG}={value}>{written_value(written)}"
+  return f"{lines[k]}>{written_value(written)}"
 
 
 def first_wrong_line(problem: arithmetic.Problem, steps: Sequence[str]) -> int:
@@ -72,26 +106,40 @@ def first_wrong_line(problem: arithmetic.Problem, steps: Sequence[str]) -> int:
   return -1
 
 
-def chain_for(problem: arithmetic.Problem, steps: Sequence[str], *, tool: bool = False) -> str:
+def chain_for(problem: arithmetic.Problem, steps: Sequence[str], *, tool: bool = False,
+              style: str = "reveal") -> str:
   """The checker's verification chain of a solution's lines (whole or partial): each line's
   check and verdict (`first_wrong_line`), ending after the first `N`."""
+  if style not in STYLES:
+    raise ValueError(f"unknown chain style {style!r}; expected one of {STYLES}")
   first = first_wrong_line(problem, steps)
   judged = len(steps) if first < 0 else first + 1
-  return "".join(_check(problem, steps, k, tool) + ("N" if k == first else "Y") + "\n"
+  return "".join(_check(problem, steps, k, tool, style) + ("N" if k == first else "Y") + "\n"
                  for k in range(judged))
 
 
-def value_errors(problem: arithmetic.Problem, chain: str) -> int:
-  """Checks in a chain whose recomputed value (after `>`, or the tool's `=value`) differs
-  from the value the line should have: the verifier's own arithmetic (or reading) errors."""
+def recomputed_value(check: str, style: str = "reveal") -> str:
+  """The value a check line (verdict included or not) recomputed: the tool's `=value`
+  after `</calc>`, else (reveal style) the value of the line before the last `>` or
+  (copy style) the text after `>`."""
+  if style == "copy":  # the written line has no `>`: the first one separates
+    part = check.partition(">")[2].rstrip("YN")
+  else:  # the revealed line has no `>`: the last one separates (the tags have some)
+    part = check.rpartition(">")[0]
+  if CLOSE_TAG in part:
+    return part.rsplit("=", 1)[1]
+  return written_value(part)
+
+
+def value_errors(problem: arithmetic.Problem, chain: str, style: str = "reveal") -> int:
+  """Checks in a chain whose recomputed value (`recomputed_value`) differs from the value
+  the line should have: the verifier's own arithmetic (or reading) errors."""
   lines = expected_lines(problem)
   errors = 0
   for k, line in enumerate(l for l in chain.split("\n") if ">" in l):
     if k >= len(lines):
       break
-    value = line.split(">", 1)[1].rstrip("YN")
-    value = value.rsplit("=", 1)[1] if CLOSE_TAG in value else value
-    errors += value != lines[k].rpartition("=")[2] if k < problem.num_ops else value != lines[k][2:]
+    errors += recomputed_value(line, style) != written_value(lines[k])
   return errors
 
 

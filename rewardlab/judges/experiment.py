@@ -89,6 +89,20 @@ def labelled_solution(problem, text) -> dict:
           "answer": arithmetic.extract_answer(text)}
 
 
+def _balance(problems, items, wrong_share, kinds, rng) -> list[dict]:
+  """Checker-corrupted solutions (`arithmetic.corrupt_solution`, kind drawn from `kinds`)
+  of `problems` in turn, as many as make `wrong_share` of items + them wrong."""
+  wrong = sum(i["label"] >= 0 for i in items)
+  need = int(np.ceil((wrong_share * len(items) - wrong) / (1.0 - wrong_share))) if wrong_share < 1 \
+      else 0
+  out = []
+  for n in range(max(0, need)):
+    p = problems[n % len(problems)]
+    kind = kinds[int(rng.integers(len(kinds)))]
+    out.append(labelled_solution(p, arithmetic.corrupt_solution(p, rng, kind=kind)[0]))
+  return out
+
+
 def make_data(cfg, workdir):
   path = os.path.join(workdir, "data.json")
   if os.path.exists(path):
@@ -101,14 +115,20 @@ def make_data(cfg, workdir):
   train_texts = _sample_solutions(cfg, train, cfg.data.train_samples, cfg.seed)
   items = [labelled_solution(p, t)
            for p, t in zip(np.repeat(train, cfg.data.train_samples), train_texts)]
-  rng = np.random.default_rng(cfg.seed)
-  for p in train[:int(cfg.data.corrupt_fraction * len(train))]:
-    items.append(labelled_solution(p, arithmetic.corrupt_solution(p, rng)[0]))
   items = [i for i in items if i["complete"] and i["steps"]]
+  sampled = len(items)
+  rng = np.random.default_rng(cfg.seed)
+  items += _balance(train, items, cfg.data.wrong_share, tuple(cfg.data.corrupt_kinds), rng)
   order = rng.permutation(len(items))
   eval_texts = _sample_solutions(cfg, test, cfg.eval.n_max, cfg.seed + 7)
   evals = [labelled_solution(p, t) for p, t in zip(np.repeat(test, cfg.eval.n_max), eval_texts)]
-  return _json(path, {"train": [items[i] for i in order], "eval": evals})
+  train_items = [items[i] for i in order]
+  stats = {"sampled": sampled, "corrupted": len(items) - sampled,
+           "wrong_solutions": sum(i["label"] >= 0 for i in train_items),
+           "judged_lines": sum(len(i["steps"]) if i["label"] < 0 else i["label"] + 1
+                               for i in train_items)}
+  stats["wrong_line_share"] = stats["wrong_solutions"] / max(1, stats["judged_lines"])
+  return _json(path, {"train": train_items, "eval": evals, "train_stats": stats})
 
 
 # ----------------------------------------------------------------------------- verifiers
@@ -129,15 +149,26 @@ def _problem(key):
   return arithmetic.parse_prompt(key)
 
 
-def chain_examples(judge, items, max_length, *, tool=False, chains=None) -> list[dict]:
+def template_of(style: str):
+  """The judge template of a chain style (`judge_task.STYLES`)."""
+  return judge_task.TEMPLATE if style == "reveal" else judge_task.COPY_TEMPLATE
+
+
+def chain_examples(judge, items, max_length, *, tool=False, chains=None, style="reveal",
+                   verdict_weights=(1.0, 1.0)) -> list[dict]:
   """SFT examples of items (`labelled_solution`) with the checker's chains (or `chains`)."""
   out = []
   for n, it in enumerate(items):
     chain = chains[n] if chains is not None else judge_task.chain_for(
-        _problem(it["problem"]), it["steps"], tool=tool)
-    ex = training.chain_example(judge, it["prompt"], it["steps"], chain, max_length)
+        _problem(it["problem"]), it["steps"], tool=tool, style=style)
+    ex = training.chain_example(judge, it["prompt"], it["steps"], chain, max_length,
+                                template=template_of(style),
+                                verdict_weights=tuple(verdict_weights))
     if ex is not None:
       out.append(ex)
+  if len(out) < len(items):
+    log.warning("chain examples: %d of %d do not fit in %d positions and are left out",
+                len(items) - len(out), len(items), max_length)
   return out
 
 
@@ -172,14 +203,17 @@ def train_verifiers(cfg, workdir, data) -> dict[str, JudgeModel]:
   more = train[cfg.few.labels:cfg.few.labels + cfg.few.filter_labels]
   out = {"untrained": init}
   length = cfg.verifier.max_positions
-  out["sft"] = _sft(cfg, workdir, "sft", init, chain_examples(init, train, length), cfg.sft.steps)
-  out["sft_few"] = _sft(cfg, workdir, "sft_few", init, chain_examples(init, few, length),
-                        cfg.few.steps)
+  style, weight = cfg.verifier.style, tuple(cfg.sft.verdict_weights)
+  template = template_of(style)
+  examples = lambda items, **kw: chain_examples(init, items, length, style=style,
+                                                verdict_weights=weight, **kw)
+  out["sft"] = _sft(cfg, workdir, "sft", init, examples(train), cfg.sft.steps)
+  out["sft_few"] = _sft(cfg, workdir, "sft_few", init, examples(few), cfg.few.steps)
   # ThinkPRM: self-generated chains on labelled solutions, kept when their verdicts agree
   filtered_path = os.path.join(workdir, "filtered_chains.json")
   if not os.path.exists(filtered_path):
     res = verify_steps(out["sft_few"], [i["prompt"] for i in more], [i["steps"] for i in more],
-                       judge_task.TEMPLATE, num_samples=cfg.few.filter_samples,
+                       template, num_samples=cfg.few.filter_samples,
                        max_new_tokens=cfg.eval.max_new_tokens, temperature=1.0,
                        rng=jax.random.key(cfg.seed + 3), batch_size=64)
     kept = []
@@ -191,10 +225,10 @@ def train_verifiers(cfg, workdir, data) -> dict[str, JudgeModel]:
     _json(filtered_path, {"kept": kept, "labelled": len(more), "samples": cfg.few.filter_samples})
   kept = _json(filtered_path)["kept"]
   items = few + [k["item"] for k in kept]
-  chains = [judge_task.chain_for(_problem(i["problem"]), i["steps"]) for i in few] + \
+  chains = [judge_task.chain_for(_problem(i["problem"]), i["steps"], style=style) for i in few] + \
       [k["chain"] for k in kept]
-  out["filtered"] = _sft(cfg, workdir, "filtered", init,
-                         chain_examples(init, items, length, chains=chains), cfg.few.steps)
+  out["filtered"] = _sft(cfg, workdir, "filtered", init, examples(items, chains=chains),
+                         cfg.few.filter_steps)
   grpo_dir = os.path.join(workdir, "grpo", "verifier")
   if os.path.exists(os.path.join(grpo_dir, "config.json")):
     out["grpo"] = _load(grpo_dir)
@@ -206,14 +240,13 @@ def train_verifiers(cfg, workdir, data) -> dict[str, JudgeModel]:
         workdir=os.path.join(workdir, "grpo"), steps=g.steps, batch_size=g.batch_size,
         group_size=g.group_size, learning_rate=g.learning_rate,
         max_new_tokens=cfg.eval.max_new_tokens, max_length=cfg.verifier.max_positions,
-        seed=cfg.seed)
+        seed=cfg.seed, template=template, reward=g.reward)
     _save(out["grpo"], grpo_dir)
     _json(os.path.join(workdir, "grpo", "train.json"),
           {"steps": g.steps, "seconds": time.time() - t0,
            "reward_first": history[0]["reward"], "reward_last": history[-1]["reward"]})
   if cfg.tool.enabled:
-    out["tool"] = _sft(cfg, workdir, "tool", init, chain_examples(init, train, length, tool=True),
-                       cfg.sft.steps)
+    out["tool"] = _sft(cfg, workdir, "tool", init, examples(train, tool=True), cfg.sft.steps)
   return out
 
 
@@ -256,7 +289,7 @@ def evaluate_verifier(cfg, workdir, name, judge, data, *, num_samples=1, tempera
   evals = data["eval"]
   t0 = time.time()
   res = verify_steps(judge, [e["prompt"] for e in evals], [e["steps"] or ["A:"] for e in evals],
-                     judge_task.TEMPLATE, num_samples=num_samples,
+                     template_of(cfg.verifier.style), num_samples=num_samples,
                      max_new_tokens=cfg.eval.max_new_tokens + (64 if tool else 0),
                      temperature=temperature, rng=jax.random.key(cfg.seed + 11), tool=tool,
                      batch_size=64)
@@ -264,7 +297,8 @@ def evaluate_verifier(cfg, workdir, name, judge, data, *, num_samples=1, tempera
   out = {"name": name, "num_samples": num_samples, "seconds": time.time() - t0,
          "tokens_read": res.usage.tokens_read, "tokens_generated": res.usage.tokens_generated,
          "unparsed_chains": res.unparsed,
-         "arithmetic_slips": [sum(judge_task.value_errors(_problem(e["problem"]), c) for c in chains)
+         "arithmetic_slips": [sum(judge_task.value_errors(_problem(e["problem"]), c,
+                                                          cfg.verifier.style) for c in chains)
                               for e, chains in zip(evals, res.chains)],
          "samples": samples, "example_chains": [c[0] for c in res.chains[:8]]}
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -302,6 +336,50 @@ def policy_likelihood_prm(policy_dir: str, *, beta: float = 1.0, bias: float = 2
   return rm, {"backbone": params, "head": head}, load_tokenizer(policy_dir)
 
 
+def _eval_problems(data, n_max):
+  keys = [e["problem"] for e in data["eval"][::n_max]]
+  return [arithmetic.parse_prompt(k) for k in keys]
+
+
+def beam_search_rows(cfg, workdir, scorers: dict, data) -> dict:
+  """Beam search (`search.methods` "beam_search", n beams of width `beam.width`) on the
+  first `beam.problems` held-out problems with each process scorer in `scorers` (name ->
+  a `StepJudgeScorer` or a PRM's `ProcessScorer`); per scorer: accuracy, the verifier's
+  tokens (read + generated, the search budget's `tokens_scored`) and the policy's
+  generated tokens per problem, and the per-problem outcomes. One file per scorer in
+  `workdir/eval/beam_<name>.json` (reused on a rerun)."""
+  from rewardlab.search import methods
+  from rewardlab.search.policy import LMPolicy
+  from rewardlab.tasks import ArithmeticTask
+
+  b = cfg.beam
+  problems = _eval_problems(data, cfg.eval.n_max)[:b.problems]
+  policy, task, out = None, ArithmeticTask(), {}
+  for name, scorer in scorers.items():
+    path = os.path.join(workdir, "eval", f"beam_{name}.json")
+    if os.path.exists(path):
+      out[name] = _json(path)
+      continue
+    if policy is None:
+      policy = LMPolicy(*_policy(cfg), step_separator=arithmetic.STEP_SEPARATOR)
+    t0 = time.time()
+    correct, scored, generated = [], [], []
+    for i, problem in enumerate(problems):
+      res = methods.run_method("beam_search", task.prompt(problem), policy=policy,
+                               scorers=methods.Scorers(process=scorer), task=task, n=b.n,
+                               rng=np.random.default_rng(cfg.seed + 100 + i), width=b.width,
+                               temperature=1.0, max_new_tokens=56)
+      correct.append(float(task.is_correct(res.text, problem)))
+      scored.append(res.budget.tokens_scored)
+      generated.append(res.budget.tokens_generated)
+    out[name] = _json(path, {
+        "name": name, "n": b.n, "width": b.width, "problems": len(problems),
+        "accuracy": float(np.mean(correct)), "correct": correct,
+        "verifier_tokens_per_problem": float(np.mean(scored)),
+        "policy_tokens_per_problem": float(np.mean(generated)), "seconds": time.time() - t0})
+  return out
+
+
 def _summarize(raw, data, cfg, k=None):
   rows = [np.asarray(s, np.float64) for s in raw["samples"]]
   if k is not None:
@@ -322,9 +400,10 @@ def _summarize(raw, data, cfg, k=None):
           "unparsed_chains": raw["unparsed_chains"]}, right, bon
 
 
-def claims(per_problem, per_solution, slips, names, cfg) -> list[dict]:
+def claims(per_problem, per_solution, slips, names, cfg, beam=None) -> list[dict]:
   n = cfg.eval.n_max - 1
   out = []
+  beam = beam or {}
 
   def claim(text, a, b, metric, xa, xb, why):
     if xa is None or xb is None:
@@ -339,6 +418,9 @@ def claims(per_problem, per_solution, slips, names, cfg) -> list[dict]:
         "PRM (ThinkPRM)", "filtered", prm, f"best-of-{n + 1} accuracy per problem",
         per_problem["filtered"][n], per_problem[prm][n] if prm else None,
         "no PRM directory given (prm_dirs)")
+  claim("the same (ThinkPRM), on finding the first wrong step", "filtered", prm,
+        "first wrong step found per solution", per_solution["filtered"],
+        per_solution[prm] if prm else None, "no PRM directory given (prm_dirs)")
   claim("the few-label verifier beats the untrained GenARM-form PRM (the policy's likelihood)",
         "filtered", "prm_likelihood_untrained", f"best-of-{n + 1} accuracy per problem",
         per_problem["filtered"][n], per_problem.get("prm_likelihood_untrained", [None] * (n + 1))[n],
@@ -358,6 +440,16 @@ def claims(per_problem, per_solution, slips, names, cfg) -> list[dict]:
           np.asarray(slips["sft"], np.float64), np.asarray(slips["tool"], np.float64), "")
     claim("the tool verifier finds first wrong steps better", "tool", "sft",
           "first wrong step found per solution", per_solution["tool"], per_solution["sft"], "")
+  prm_beam = next((p for p in beam if p.startswith("prm") and p != "prm_likelihood_untrained"),
+                  next((p for p in beam if p.startswith("prm")), None))
+  for name in [b for b in beam if not b.startswith("prm")]:
+    if prm_beam is None:
+      break
+    ta, tb = beam[name]["verifier_tokens_per_problem"], beam[prm_beam]["verifier_tokens_per_problem"]
+    claim(f"beam search with the {name} verifier matches or beats beam search with {prm_beam} "
+          f"(verifier tokens per problem {ta:.0f} vs {tb:.0f})", name, prm_beam,
+          "beam-search accuracy per problem", np.asarray(beam[name]["correct"]),
+          np.asarray(beam[prm_beam]["correct"]), "")
   for name in ("untrained", "sft_few"):
     claim(f"best-of-N with a noisy judge ({name}) still improves from N={(n + 1) // 2} to N={n + 1} "
           "(Demystifying LLM-as-a-Judge: it may stop)", f"{name}@N{n + 1}",
@@ -376,14 +468,24 @@ def run(cfg, workdir: str) -> dict:
   raws = {}
   for name, judge in verifiers.items():
     raws[name] = evaluate_verifier(cfg, workdir, name, judge, data, tool=name == "tool")
+  from rewardlab.judges.scorers import StepJudgeScorer
   from rewardlab.models import reward
 
-  for name, path in dict(cfg.prm_dirs).items():
-    model = reward.load_reward_model(path)
-    raws[f"prm_{name}"] = evaluate_prm(cfg, workdir, f"prm_{name}", model, data)
+  prms = {f"prm_{name}": reward.load_reward_model(path) for name, path in dict(cfg.prm_dirs).items()}
   if cfg.policy_likelihood_prm:
-    raws["prm_likelihood_untrained"] = evaluate_prm(cfg, workdir, "prm_likelihood_untrained",
-                                                    policy_likelihood_prm(cfg.policy_dir), data)
+    prms["prm_likelihood_untrained"] = policy_likelihood_prm(cfg.policy_dir)
+  for name, model in prms.items():
+    raws[name] = evaluate_prm(cfg, workdir, name, model, data)
+  beam_scorers = {}
+  for name in cfg.beam.scorers:
+    if name in verifiers:
+      tool = name == "tool"
+      beam_scorers[name] = StepJudgeScorer(
+          verifiers[name], template_of(cfg.verifier.style), tool=tool, seed=cfg.seed,
+          max_new_tokens=cfg.eval.max_new_tokens + (64 if tool else 0), batch_size=64)
+    elif name in prms:
+      beam_scorers[name] = reward.ProcessScorer(*prms[name], batch_size=64)
+  beam = beam_search_rows(cfg, workdir, beam_scorers, data) if cfg.beam.problems > 0 else {}
   results, per_problem, per_solution, slips = {}, {}, {}, {}
   for name, raw in raws.items():
     results[name], per_solution[name], bon = _summarize(raw, data, cfg)
@@ -400,6 +502,8 @@ def run(cfg, workdir: str) -> dict:
       per_problem[f"{cc.verifier}@K{k}"] = bon
       k *= 2
   out = {"verifiers": results, "compute_curve": {str(k): v for k, v in curve.items()},
+         "beam_search": {n: {k: v for k, v in r.items() if k != "correct"} for n, r in beam.items()},
+         "train_data": data.get("train_stats", {}),
          "compute_curve_verifier": cc.verifier,
          "train": {n: _json(os.path.join(workdir, n, "train.json"))
                    for n in verifiers if os.path.exists(os.path.join(workdir, n, "train.json"))},
@@ -410,7 +514,7 @@ def run(cfg, workdir: str) -> dict:
                          "grpo": cfg.few.labels + cfg.few.filter_labels, "untrained": 0},
          "num_eval_problems": len(data["eval"]) // cfg.eval.n_max,
          "policy_pass_at_1": float(np.mean([e["correct"] for e in data["eval"]])),
-         "claims": claims(per_problem, per_solution, slips, list(raws), cfg),
+         "claims": claims(per_problem, per_solution, slips, list(raws), cfg, beam),
          "example_chains": {n: r.get("example_chains", [])[:3] for n, r in raws.items()},
          "seconds_this_invocation": time.time() - t0}
   _json(os.path.join(workdir, "verifiers.json"), out)

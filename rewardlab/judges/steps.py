@@ -14,6 +14,11 @@ With K sampled chains (judge test-time scaling) a step's probability is the mean
 the chains that judged it. With a calculator (`tool=True`) the chain may write
 `<calc>expr</calc>` and reads `=value` before going on (`model.sample_with_tool`); the
 tool's tokens are read, not generated, and are never taken for verdicts.
+
+With a template that reveals steps (`check_reveal`), the judge's prompt need not show the
+solution: each time the judge writes `reveal_after` (outside a tool call) the framework
+writes step k's `check_reveal` as input, so the judge works out what a step should be
+before it can read (or copy) what the solution wrote (`revealed_chains`).
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ from rewardlab.judges import templates as tmpl
 from rewardlab.judges.model import JudgeModel, Usage
 from rewardlab.judges.pointwise import prompt_text
 
-__all__ = ["StepVerification", "verify_steps", "read_chain", "step_prompt_ids"]
+__all__ = ["StepVerification", "verify_steps", "read_chain", "step_prompt_ids", "revealed_chains",
+           "step_value"]
 
 
 @dataclasses.dataclass
@@ -110,6 +116,86 @@ def _scaffolded_chains(judge, template, ids, steps_lists, num_samples, yes, no, 
   return chains, generated, usage
 
 
+def step_value(step: str) -> str:
+  """The value a step states: its text after the last `=`, else after its first `:`
+  (an answer line `A:42`), else the whole step (stripped)."""
+  step = step.strip()
+  if "=" in step:
+    return step.rpartition("=")[2].strip()
+  return step.partition(":")[2].strip() if ":" in step else step
+
+
+def revealed_chains(judge: JudgeModel, template: tmpl.JudgeTemplate, ids: Sequence[Sequence[int]],
+                    steps_lists: Sequence[Sequence[str]], num_samples: int, *,
+                    max_new_tokens: int, temperature: float, rng, tool: bool = False,
+                    open_tag: str = "<calc>", close_tag: str = "</calc>"):
+  """Chains (ids, samples of one prompt adjacent), generated-token masks and usage, for a
+  template with `check_reveal`: whenever a chain's text ends with `template.reveal_after`
+  (and not with a tool tag), the framework appends the next step's `check_reveal` (read,
+  not generated). With `tool`, a chain ending in `close_tag` reads `=<value>` of the call
+  (`model.evaluate_expression`; `=?` when it cannot be evaluated). A chain ends at EOS,
+  after `max_new_tokens` generated tokens, or when it asks for a step past the last one
+  or after it has written a no verdict."""
+  import jax
+
+  tok = judge.tokenizer
+  marker = template.reveal_after
+  marker_ids = tok.encode(marker)
+  stop_tokens, stop_strings = (), ()
+  if len(marker_ids) == 1:
+    stop_tokens = tuple(marker_ids)
+  else:
+    stop_strings = (marker,)
+  if tool and not close_tag.endswith(marker):
+    stop_strings = stop_strings + (close_tag,)
+  _, no = lm.verdict_sets(tok, template.yes, template.no)
+  rows = [b for b in range(len(ids)) for _ in range(num_samples)]
+  conts, generated = [[] for _ in rows], [[] for _ in rows]
+  shown, usage = [0] * len(rows), Usage()
+  active = list(range(len(rows)))
+  while active:
+    active = [r for r in active if sum(generated[r]) < max_new_tokens]
+    if not active:
+      break
+    rng, key = jax.random.split(rng)
+    outs, u = lm.sample(judge, [list(ids[rows[r]]) + conts[r] for r in active], 1,
+                        max_new_tokens=max(max_new_tokens - sum(generated[r]) for r in active),
+                        temperature=temperature, rng=key, stop_tokens=stop_tokens,
+                        stop_strings=stop_strings)
+    usage.tokens_read += u.tokens_read
+    still = []
+    for r, out in zip(active, outs):
+      out = out[:max_new_tokens - sum(generated[r])]
+      conts[r] += out
+      generated[r] += [True] * len(out)
+      usage.tokens_generated += len(out)
+      if not out or out[-1] == tok.eos_id:
+        continue
+      text = decode_sampled(tok, conts[r])
+      if tool and text.endswith(close_tag) and open_tag in text:
+        value = lm.evaluate_expression(text[text.rindex(open_tag) + len(open_tag):-len(close_tag)])
+        piece = tok.encode(f"={value}") if value is not None else lm._encode_unknown(tok)
+      elif tool and text.endswith(open_tag):
+        piece = []
+      elif text.endswith(marker):
+        steps = steps_lists[rows[r]]
+        said_no = any(t in no for t, g in zip(conts[r], generated[r]) if g)
+        if shown[r] >= len(steps) or said_no:
+          continue
+        step = str(steps[shown[r]]).strip()
+        piece = tok.encode(template.check_reveal.format(index=shown[r] + 1, step=step,
+                                                        value=step_value(step)))
+        shown[r] += 1
+      else:
+        continue  # stopped by the token limit
+      conts[r] += piece
+      generated[r] += [False] * len(piece)
+      usage.tokens_read += len(piece)
+      still.append(r)
+    active = still
+  return conts, generated, usage
+
+
 def verify_steps(judge: JudgeModel, prompts: Sequence, steps_lists: Sequence[Sequence[str]],
                  template: tmpl.JudgeTemplate = tmpl.STEPS, *, num_samples: int = 1,
                  max_new_tokens: int = 256, temperature: float = 0.0, rng=None,
@@ -138,6 +224,10 @@ def verify_steps(judge: JudgeModel, prompts: Sequence, steps_lists: Sequence[Seq
     chains, generated, usage = _scaffolded_chains(
         judge, template, ids, steps_lists, k, yes, no, max_new_tokens=max_new_tokens,
         temperature=temperature, rng=rng)
+  elif template.check_reveal is not None:
+    chains, generated, usage = revealed_chains(judge, template, ids, steps_lists, k,
+                                               max_new_tokens=max_new_tokens,
+                                               temperature=temperature, rng=rng, tool=tool)
   elif tool:
     chains, generated, usage = lm.sample_with_tool(judge, ids, k, max_new_tokens=max_new_tokens,
                                                    temperature=temperature, rng=rng)

@@ -11,7 +11,12 @@ or 1-10 score. Fields a template's text must use:
 * principle: `{prompt}`, `{response}`, `{principle}`;
 * steps: `{prompt}`, `{steps}` (each step rendered with `step_format`, which gets `{index}`
   (1-based) and `{step}`); `check_prefix` (same fields) is what a scaffolded chain is given
-  before the judge writes each step's check (`verify_steps(..., scaffold=True)`).
+  before the judge writes each step's check (`verify_steps(..., scaffold=True)`);
+  `check_reveal` (same fields and `{value}`, the text after the step's last `=` or after
+  its `A:`-style label, `steps.step_value`), when set, is what the framework writes each time the judge
+  writes `reveal_after` (outside a tool call): the judge first works out what step k
+  should be, writes `reveal_after`, and only then reads step k (`verify_steps` reveals the
+  steps one at a time; such a template's `user` text usually leaves `{steps}` out).
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ class JudgeTemplate:
   score_range: tuple[int, int] = (1, 10)
   step_format: str = "Step {index}: {step}\n"
   check_prefix: str | None = None  # scaffolded step checks: the framework writes this per step
+  check_reveal: str | None = None  # revealed steps: the framework writes this after reveal_after
+  reveal_after: str = ">"
 
   def __post_init__(self):
     object.__setattr__(self, "yes", tuple(self.yes))
