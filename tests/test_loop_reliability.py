@@ -114,10 +114,15 @@ def test_metrics_are_truncated_to_the_restored_step_and_a_torn_line_dropped(tmp_
 
 def test_elapsed_time_continues_across_resumes(tmp_path):
   first = _fit(tmp_path, total=4)
-  assert loop.elapsed_at_checkpoint(str(tmp_path)) == pytest.approx(first.elapsed_s, abs=0.5)
+  # The checkpoint records the time at its save; the run ends after writing it, which can
+  # take a second on a loaded machine.
+  saved = loop.elapsed_at_checkpoint(str(tmp_path))
+  assert 0.0 < saved <= first.elapsed_s
+  assert first.elapsed_s - saved < max(1.0, 0.5 * first.elapsed_s)
   second = _fit(tmp_path, total=8)
-  assert second.elapsed_s > first.elapsed_s >= 0.0
-  assert second.elapsed_s == pytest.approx(first.elapsed_s + second.seconds, abs=0.5)
+  assert second.elapsed_s > first.elapsed_s
+  # It continues from the checkpoint's time; a restart at 0 would leave `saved` out.
+  assert second.elapsed_s - second.seconds == pytest.approx(saved, abs=max(0.5, 0.2 * saved))
 
 
 def _poison_at(step_fn, bad_steps):
