@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rewardlab.search.policy import LMPolicy
-from rewardlab.tasks import rm_data, source
+from rewardlab.tasks import source
 from rewardlab.train import metrics as metrics_lib
 from rewardlab.train import sft
 
@@ -68,8 +68,8 @@ def run(cfg, workdir: str) -> dict:
                    seconds / done * (len(problems) - done))
   bar.close()
   seconds = time.perf_counter() - start
-  rm_data.write_jsonl(samples_path, rows)
-  rm_data.write_jsonl(pairs_path, pairs)
+  metrics_lib.write_jsonl(samples_path, rows)
+  metrics_lib.write_jsonl(pairs_path, pairs)
   acc = [c for r in rows for c in r["correct"]]
   summary = {
       "policy_dir": cfg.policy_dir, "split": cfg.split, "problems": len(rows),
